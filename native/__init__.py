@@ -1,0 +1,1 @@
+"""Native parts: the eBPF VM and the BoringSSL binding, reached through cffi."""

@@ -1,0 +1,1 @@
+"""In-tree plugins; each is found through the zeroserve.plugins entry-point group."""

@@ -1,0 +1,1 @@
+"""The oidc plugin (not built yet)."""

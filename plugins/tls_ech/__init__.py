@@ -1,0 +1,1 @@
+"""The tls_ech plugin (not built yet)."""
