@@ -20,6 +20,11 @@
  *     call. On exhaustion the run stops with pc = that instruction and status
  *     ZS_PREEMPTED; resume re-executes it with a fresh budget. Both engines do
  *     this identically, so results, faults and preemption points match.
+ *     "Back-edge" is decided by the encoding alone (off < 0 for jumps, imm < 0
+ *     for gotol), whether or not a conditional jump is then taken. callx is a
+ *     helper call (the register holds the helper index).
+ *   - A negative budget given to zs_run_start/zs_run_resume means "no limit"
+ *     (vm.c stores INT64_MAX in run->budget); engines only ever see >= 0.
  *
  * The cage: guest addresses are ZS_GUEST_BASE + offset into one host arena of
  * run->arena_size bytes (the memory cap). Every load checks
@@ -118,22 +123,41 @@ struct zs_run {
     uint64_t fault_addr;
     char fault_msg[ZS_ERRMSG_MAX];
 
-    /* set by a helper through zs_helper_fault / zs_helper_pend */
+    int fault_kind;           /* enum zs_fault (include/zsvm.h) */
+
+    /* set by a helper through zs_helper_fault / zs_helper_pend / zs_helper_exit
+     * (an enum zs_helper_result value; OK before every helper call) */
     int helper_status;
+    uint64_t charged;         /* host bytes charged against the free heap */
 };
 
-/* Results of zs_call_helper, the one way both engines call a helper. */
+/* Results of zs_call_helper, the one way both engines call a helper (call
+ * imm with src 0, and callx). For every result other than OK, zs_call_helper
+ * has already set run->status and run->pc: the engine saves the registers
+ * (r1..r10 as they were at the call; r0 is already in run->reg[0]) and
+ * returns run->status. */
 enum zs_helper_result {
-    ZS_HELPER_OK = 0,     /* r0 written, continue at pc + 1 */
-    ZS_HELPER_FAULT = 1,  /* run->status = ZS_FAULT and the message are set */
-    ZS_HELPER_PENDING = 2 /* run->pc = pc + 1, status ZS_SUSPENDED: resume(r0) */
+    ZS_HELPER_OK = 0,      /* r0 written to run->reg[0], continue at pc + 1 */
+    ZS_HELPER_FAULT = 1,   /* run->status = ZS_FAULT, run->pc = pc, message set */
+    ZS_HELPER_PENDING = 2, /* run->pc = pc + 1, status ZS_SUSPENDED: resume(r0) */
+    ZS_HELPER_EXIT = 3     /* run->pc = pc + 1, status ZS_DONE, r0 set: the run
+                              ends at once (zs_helper_exit: the conformance
+                              suite's "unwind" helper) */
 };
 
 /* Calls helper `index` with r1..r5 from run->reg; writes r0. `pc` is the
- * call instruction, used for fault reports and the resume point. */
-int zs_call_helper(struct zs_run *run, uint32_t index, uint32_t pc);
+ * call instruction, used for fault reports and the resume point. An index
+ * outside the table (possible only through callx) is a helper fault. The
+ * engine has already charged the budget for this call. */
+int zs_call_helper(struct zs_run *run, uint64_t index, uint32_t pc);
 
-/* Records a fault: status ZS_FAULT, pc, address, formatted message. */
+/* Every cage violation of either engine is reported with this, so both give
+ * the same message: status ZS_FAULT, kind MEMORY, run->pc = fault_pc = pc,
+ * fault_addr = the guest address of the access (base register + offset).
+ * `size` is the access width in bytes; `store` is 1 for stores and atomics. */
+void zs_run_memory_fault(struct zs_run *run, uint32_t pc, uint64_t addr, unsigned size, int store);
+
+/* Records a fault of kind TRAP: status ZS_FAULT, pc, address, formatted message. */
 void zs_run_set_fault(struct zs_run *run, uint32_t pc, uint64_t addr, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -143,7 +167,9 @@ int zs_jit_compile(struct zs_program *prog, char **errmsg);
 int zs_jit_run(struct zs_run *run);
 void zs_jit_free(struct zs_program *prog);
 
-/* Loader and verifier. */
+/* Loader and verifier. zs_load_elf fills insts, entries and the image of a
+ * program whose helper table is already set, resolving helper calls by name. */
+int zs_load_elf(struct zs_program *prog, const void *elf, size_t len, char **errmsg);
 int zs_verify(const struct zs_program *prog, char **errmsg);
 
 /* Error strings returned to callers are malloc'd; NULL on allocation failure. */

@@ -1,0 +1,68 @@
+"""Runs the load generator (wrk for HTTP/1.1, h2load for HTTP/2) pinned to the client core against one server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from measure import ClientResult, MeasureError, parse_h2load, parse_wrk
+from workloads import Transport, Workload
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How hard the client pushes: the same for every server and round."""
+
+    cpu: int
+    connections: int
+    streams: int  # concurrent HTTP/2 streams per connection (h2load -m)
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """One client run: what it measured and how busy its own core was (1.0 = saturated)."""
+
+    result: ClientResult
+    client_cpu: float
+
+
+def url(transport: Transport, port: int, path: str) -> str:
+    return f"{'https' if transport.tls else 'http'}://127.0.0.1:{port}{path}"
+
+
+def command(
+    workload: Workload, transport: Transport, port: int, seconds: int, settings: LoadSettings, log_file: Path
+) -> list[str]:
+    """Returns the client's argv, pinned to the client core, with one client thread."""
+    headers = [arg for header in workload.request_headers for arg in ("-H", header)]
+    target = url(transport, port, workload.path)
+    pin = ["taskset", "-c", str(settings.cpu)]
+    if transport.h2:
+        # h2load speaks h2 through ALPN over TLS and h2c prior knowledge over plaintext.
+        return [*pin, "h2load", "-t1", f"-c{settings.connections}", f"-m{settings.streams}",
+                f"-D{seconds}", f"--log-file={log_file}", *headers, target]  # fmt: skip
+    return [*pin, "wrk", "-t1", f"-c{settings.connections}", f"-d{seconds}s", "--latency", *headers, target]
+
+
+def run(
+    workload: Workload, transport: Transport, port: int, seconds: int, settings: LoadSettings, scratch: Path
+) -> LoadRun:
+    """Loads 127.0.0.1:port for `seconds` and returns the parsed result; the client's files go into scratch."""
+    log_file = scratch / "h2load.log"
+    output_file = scratch / "client.out"
+    argv = command(workload, transport, port, seconds, settings, log_file)
+    started = time.monotonic()
+    with open(output_file, "wb") as output:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    # wait4 rather than Popen.wait: it also returns the CPU time the client used.
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    text = output_file.read_text(errors="replace")
+    if child.returncode != 0:
+        raise MeasureError(f"`{' '.join(argv)}` exited with code {child.returncode}:\n{text}")
+    result = parse_h2load(text, log_file) if transport.h2 else parse_wrk(text)
+    return LoadRun(result=result, client_cpu=(usage.ru_utime + usage.ru_stime) / wall)

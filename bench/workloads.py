@@ -1,0 +1,107 @@
+"""The benchmark workloads: each one a declarative entry saying what both servers serve and how the client asks.
+
+Adding a workload is adding one `Workload(...)` to WORKLOADS. The harness writes `site` into a directory that
+nginx uses as its root and zeroserve packs (with `zeroserve_scripts` under `.zeroserve/scripts/`), checks
+that both servers answer `path` with `expected_status` (and `expected_body` when given), then loads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+CLIENTS = ("wrk", "h2load")
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How the client talks to a server in one run: TLS 1.3 or plaintext, and which load generator."""
+
+    tls: bool
+    client: str  # "wrk" speaks HTTP/1.1; "h2load" speaks HTTP/2 (h2 over TLS, h2c prior knowledge without)
+
+    @property
+    def h2(self) -> bool:
+        return self.client == "h2load"
+
+    @property
+    def label(self) -> str:
+        return ("h2" if self.tls else "h2c") if self.h2 else ("https/1.1" if self.tls else "http/1.1")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One thing to measure, described the same way for zeroserve and for nginx."""
+
+    name: str  # what --workloads selects, e.g. "a"
+    title: str  # one line for the results table
+    site: Mapping[str, bytes]  # relative path -> content, served by both servers
+    path: str  # the request path
+    expected_status: int = 200
+    expected_body: bytes | None = None  # None: only the status is checked before the run
+    request_headers: tuple[str, ...] = ()  # extra "Name: value" headers the client sends
+    zeroserve_scripts: Mapping[str, str] = field(default_factory=dict)  # file name -> C source of a script
+    zeroserve_flags: tuple[str, ...] = ()  # extra `zeroserve run` flags
+    nginx_modules: tuple[str, ...] = ()  # dynamic modules to load, e.g. ("ndk_http_module", "ngx_http_lua_module")
+    nginx_http: str = ""  # directives at nginx's http level (upstream blocks, limit_req_zone ...)
+    nginx_location: str = ""  # directives inside nginx's `location / { }`
+    client: str | None = None  # a fixed load generator; None follows --h2
+    tls: bool | None = None  # fixed TLS on/off; None follows --tls
+
+    def __post_init__(self):
+        if self.client not in (None, *CLIENTS):
+            raise ValueError(f"workload {self.name!r}: client must be one of {CLIENTS} or None, not {self.client!r}")
+
+    def transport(self, tls: bool, h2: bool) -> Transport:
+        """Returns the transport for this workload given the command line's --tls and --h2."""
+        return Transport(
+            tls=self.tls if self.tls is not None else tls,
+            client=self.client or ("h2load" if h2 else "wrk"),
+        )
+
+
+def static_file(name: str, title: str, file_path: str, content: bytes) -> Workload:
+    """A workload that fetches one static file, identical on both servers."""
+    return Workload(
+        name=name,
+        title=title,
+        site=MappingProxyType({file_path: content}),
+        path="/" + file_path,
+        expected_body=content,
+    )
+
+
+def _html_of_size(size: int) -> bytes:
+    """Returns a small valid HTML page padded to exactly `size` bytes."""
+    head = b"<!doctype html>\n<html><head><title>zeroserve bench</title></head><body><p>"
+    tail = b"</p></body></html>\n"
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+def _text_of_size(size: int) -> bytes:
+    """Returns `size` bytes of deterministic, incompressible-looking hex text."""
+    chunks, counter = [], 0
+    while sum(map(len, chunks)) < size:
+        chunks.append(hashlib.sha256(counter.to_bytes(8, "big")).hexdigest().encode() + b"\n")
+        counter += 1
+    return b"".join(chunks)[:size]
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    static_file("a", "static file, 174 B", "small.html", _html_of_size(174)),
+    static_file("b", "static file, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
+)
+
+
+def select(names: str | None) -> list[Workload]:
+    """Returns the workloads named in a comma-separated list (all when names is None), in list order."""
+    by_name = {w.name: w for w in WORKLOADS}
+    if names is None:
+        return list(WORKLOADS)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise SystemExit(f"bench: unknown workload(s) {', '.join(unknown)}; available: {', '.join(by_name)}")
+    return [by_name[n] for n in wanted]

@@ -1,0 +1,421 @@
+"""The only asyncio.Protocol: moves bytes between a socket, its session (plain or TLS) and HTTP.
+
+One instance per accepted socket. Bytes read go through the session (identity
+for plaintext, decryption for TLS) to the sans-IO HTTP object, whose Requests
+go to `handler.handle` with the World current at that moment; responses go
+back through HTTP and the session to the socket. This module owns what needs
+a clock or a socket: timeouts, back-pressure (no reading while the peer does
+not read our output) and file bodies read with `os.pread` as the socket drains.
+"""
+
+import asyncio
+import os
+import time
+import traceback
+from collections import deque
+
+from zeroserve.core import http1, http2
+from zeroserve.core.accesslog import log_error
+from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.handler import error_response, handle
+from zeroserve.core.request import Request
+
+_CHUNK = 256 * 1024  # pread size for file bodies
+_INLINE = 64 * 1024  # a file body up to this size leaves in the same write as its head
+_WRITE_HIGH = 512 * 1024  # transport buffer sizes between which we stop and resume producing
+_WRITE_LOW = 64 * 1024
+
+# What the connection is waiting for, which decides the timeout that applies.
+_NOTHING = 0  # we are producing output as fast as the socket takes it
+_START = 1  # TLS handshake or first bytes: header timeout
+_IDLE = 2  # keep-alive, no request in progress: idle timeout
+_HEAD = 3  # request head in progress: header timeout (not reset by trickling bytes)
+_BODY = 4  # request body in progress: body timeout, reset by each read
+_WRITE = 5  # the peer is not reading our output: write timeout
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+         b"content-length: 19\r\nserver: zeroserve\r\nconnection: close\r\n\r\nService Unavailable")
+
+
+class _Pending:
+    """An HTTP/1 response in the output queue, written in request order."""
+
+    __slots__ = ("data", "request", "response", "world", "keep_open", "part", "offset", "sent")
+
+    def __init__(self, data, request, response, world, keep_open):
+        self.data = data  # head bytes not yet written (or an interim response)
+        self.request = request
+        self.response = response  # None for an interim response (100 Continue)
+        self.world = world
+        self.keep_open = keep_open
+        self.part = 0
+        self.offset = 0
+        self.sent = 0  # body bytes written
+
+
+class Connection(asyncio.Protocol):
+    """One client connection of a worker."""
+
+    def __init__(self, server, session):
+        self._server = server  # the worker: world, limits, access log, connection set, ids
+        self._session = session
+        self._limits = server.limits
+        self._loop = server.loop
+        self._transport = None
+        self._peer = ("-", 0)
+        self._http = None  # H1Connection or H2Connection once the protocol is known
+        self._h2 = False
+        self._sniffed = b""
+        self._queue = deque()  # HTTP/1 responses not yet fully written
+        self._stream_worlds = {}  # HTTP/2 stream id → World of its request
+        self._paused = False
+        self._paused_at = 0.0
+        self._closed = False
+        self._timer = _START
+        self._since = 0.0
+        self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
+
+    # -- asyncio callbacks ----------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        transport.set_write_buffer_limits(_WRITE_HIGH, _WRITE_LOW)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._peer = (peer[0], peer[1])
+        self._since = self._loop.time()
+        connections = self._server.connections
+        connections.add(self)
+        if len(connections) > self._limits.max_connections:
+            if not self._session.is_tls:
+                transport.write(_BUSY)
+            self._close()
+
+    def data_received(self, data):
+        if self._closed:
+            return
+        try:
+            plaintext, to_send = self._session.receive(data)
+        except ZeroserveError as error:
+            log_error(f"[connection] {self._peer[0]}:{self._peer[1]}: {error}")
+            self.abort()
+            return
+        if to_send:
+            self._transport.write(to_send)
+        if plaintext:
+            if self._http is None:
+                plaintext = self._choose_protocol(plaintext)
+            if plaintext:
+                events = self._http.receive(plaintext)
+                if events:
+                    self._dispatch(events)
+        if self._http is not None:
+            self._pump()
+        self._arm()
+
+    def eof_received(self):
+        if self._http is not None and not self._h2 and self._queue:
+            self._http.stop()  # answer what was asked, then close
+            return True
+        self._close()
+        return True
+
+    def pause_writing(self):
+        self._paused = True
+        self._paused_at = self._loop.time()
+        self._transport.pause_reading()  # do not take requests faster than we can answer
+        self._timer = _WRITE
+        self._since = self._paused_at
+
+    def resume_writing(self):
+        self._paused = False
+        if self._closed:
+            return
+        self._transport.resume_reading()
+        self._pump()
+        self._arm()
+
+    def connection_lost(self, exc):
+        self._closed = True
+        self._server.connections.discard(self)
+        for pending in self._queue:
+            if pending.response is not None and pending.data is None:  # partly written
+                self._finished(pending.request, pending.response, pending.sent, pending.world)
+            elif pending.world is not None:
+                pending.world.exit()
+        self._queue.clear()
+        if self._h2:
+            self._http.abandon("connection lost")
+            self._drain_h2_finished()
+
+    # -- protocol selection -----------------------------------------------------
+
+    def _choose_protocol(self, plaintext):
+        """Create the HTTP object; return the plaintext it should get, or b"" to wait for more."""
+        session = self._session
+        if session.is_tls:
+            h2 = session.alpn == "h2"
+            scheme = "https"
+        else:
+            plaintext = self._sniffed + plaintext
+            if len(plaintext) < len(http2.PREFACE) and http2.PREFACE.startswith(plaintext):
+                self._sniffed = plaintext  # could still be an h2c preface
+                return b""
+            self._sniffed = b""
+            h2 = plaintext.startswith(http2.PREFACE)
+            scheme = "http"
+        server = self._server
+        kind = http2.H2Connection if h2 else http1.H1Connection
+        self._http = kind(self._limits, scheme, self._peer, server.next_request_id, time.monotonic)
+        self._h2 = h2
+        return plaintext
+
+    # -- requests ---------------------------------------------------------------
+
+    def _dispatch(self, events):
+        http = self._http
+        server = self._server
+        if self._h2:
+            for event in events:
+                if type(event) is Request:
+                    world = server.world
+                    world.enter()
+                    self._stream_worlds[event.stream_id] = world
+                    http.send_response(event.stream_id, event, self._respond(event, world))
+                else:
+                    log_error(f"[http2] {self._peer[0]}:{self._peer[1]}: stream {event.stream_id}: "
+                              f"{event.reason}")
+                    http.refuse(event, error_response(event.status))
+            return
+        queue = self._queue
+        for event in events:
+            kind = type(event)
+            if kind is Request:
+                world = server.world
+                world.enter()
+                response = self._respond(event, world)
+                head, keep_open = http.response_head(event, response)
+                queue.append(_Pending(head, event, response, world, keep_open))
+            elif kind is bytes:
+                queue.append(_Pending(event, None, None, None, True))
+            else:
+                log_error(f"[http1] {self._peer[0]}:{self._peer[1]}: {event.reason}")
+                response = error_response(event.status, close=True)
+                head, _ = http.response_head(None, response)
+                queue.append(_Pending(head, None, response, None, False))
+
+    def _respond(self, request, world):
+        try:
+            return handle(request, world)
+        except Exception:  # a bug: the request gets a 500, the worker lives on
+            log_error(f"[handler] {request.request_id}: internal error\n{traceback.format_exc().rstrip()}")
+            return error_response(500)
+
+    # -- output -----------------------------------------------------------------
+
+    def _write(self, data):
+        self._transport.write(self._session.send(data))
+
+    def _pump(self):
+        """Write as much queued output as the socket takes now."""
+        if self._closed:
+            return
+        try:
+            if self._h2:
+                self._pump_h2()
+            else:
+                self._pump_h1()
+        except OSError as error:  # the tar became unreadable under us
+            log_error(f"[connection] {self._peer[0]}:{self._peer[1]}: reading the site failed: {error}")
+            self.abort()
+
+    def _pump_h1(self):
+        queue = self._queue
+        while queue and not self._paused:
+            pending = queue[0]
+            if not self._write_pending(pending):
+                return  # paused in the middle of a body; resume_writing continues
+            queue.popleft()
+            if pending.response is not None:
+                self._finished(pending.request, pending.response, pending.sent, pending.world)
+            if not pending.keep_open:
+                self._close()
+                return
+        if not queue and self._http.state == http1.DONE:
+            self._close()
+
+    def _write_pending(self, pending):
+        """Write one response as far as possible; True when it is complete."""
+        response = pending.response
+        if response is None:  # interim response
+            self._write(pending.data)
+            return True
+        body = response.body
+        if pending.data is not None:
+            head = pending.data
+            pending.data = None
+            if len(body) == 1:
+                part = body[0]
+                if type(part) is bytes:
+                    self._write(head + part)
+                    pending.sent = len(part)
+                    return True
+                offset, length = part
+                if length <= _INLINE:
+                    data = os.pread(response.fd, length, offset)
+                    if len(data) != length:
+                        raise OSError(f"site file ended early at offset {offset + len(data)}")
+                    self._write(head + data)
+                    pending.sent = length
+                    return True
+            self._write(head)
+        while pending.part < len(body):
+            if self._paused:
+                return False
+            part = body[pending.part]
+            if type(part) is bytes:
+                self._write(part)
+                pending.sent += len(part)
+                pending.part += 1
+                continue
+            offset, length = part
+            size = min(_CHUNK, length - pending.offset)
+            data = os.pread(response.fd, size, offset + pending.offset)
+            if len(data) != size:
+                raise OSError(f"site file ended early at offset {offset + pending.offset + len(data)}")
+            self._write(data)
+            pending.sent += size
+            pending.offset += size
+            if pending.offset == length:
+                pending.part += 1
+                pending.offset = 0
+        return True
+
+    def _pump_h2(self):
+        http = self._http
+        while not self._paused:
+            data = http.data_to_send()
+            if not data:
+                break
+            self._write(data)
+            self._since = self._loop.time()  # progress: restarts a stalled-stream write timer
+        self._drain_h2_finished()
+        if (http.closed or http.draining) and not http.active:
+            self._close()
+
+    def _drain_h2_finished(self):
+        http = self._http
+        if not http.finished:
+            return
+        for request, response, sent, _completed in http.finished:
+            world = self._stream_worlds.pop(request.stream_id, None) if request is not None else None
+            self._finished(request, response, sent, world)
+        http.finished.clear()
+
+    def _finished(self, request, response, sent, world):
+        if world is not None:
+            world.exit()
+        access_log = self._server.access_log
+        if access_log is None:
+            return
+        if request is None:
+            access_log.record("-", self._peer, "-", "-", response.status, sent, 0.0,
+                              "HTTP/2" if self._h2 else "HTTP/1.1")
+        else:
+            access_log.record(request.request_id, request.peer, request.method, request.target,
+                              response.status, sent, time.monotonic() - request.started,
+                              "HTTP/" + request.http_version)
+
+    # -- timeouts and closing ---------------------------------------------------
+
+    def _arm(self):
+        """Note what the connection waits for now, for `check_timeout`."""
+        if self._paused or self._closed:
+            return
+        http = self._http
+        now = self._loop.time()
+        if http is None:
+            return  # still _START since connection_made
+        if self._h2:
+            if http.blocked:
+                if self._timer != _WRITE:
+                    self._timer, self._since = _WRITE, now
+            elif http.active:
+                self._timer, self._since = _BODY, now
+            else:
+                if self._timer != _IDLE:
+                    self._timer, self._since = _IDLE, now
+            return
+        if self._queue:
+            self._timer = _NOTHING
+            return
+        state = http.state
+        if state == http1.IDLE:
+            if self._timer != _IDLE:
+                self._timer, self._since = _IDLE, now
+        elif state == http1.HEAD:
+            if self._timer != _HEAD or http.messages != self._messages:
+                self._timer, self._since = _HEAD, now
+                self._messages = http.messages
+        elif state == http1.BODY:
+            self._timer, self._since = _BODY, now
+        else:
+            self._timer = _NOTHING
+
+    def check_timeout(self, now):
+        """Called by the worker's ticker: act on a timeout that has run out."""
+        timer = self._timer
+        if timer == _NOTHING or self._closed:
+            return
+        limits = self._limits
+        if timer == _START or timer == _HEAD:
+            limit = limits.header_timeout
+        elif timer == _IDLE:
+            limit = limits.idle_timeout
+        elif timer == _BODY:
+            limit = limits.body_timeout
+        else:
+            limit = limits.write_timeout
+        if now - self._since <= limit:
+            return
+        if timer == _WRITE:
+            self.abort()
+        elif self._h2:
+            self._http.close_gracefully()
+            self._pump()
+            self._close()
+        elif timer in (_HEAD, _BODY) and not self._queue:
+            self._http.stop()
+            response = error_response(408, close=True)
+            head, _ = self._http.response_head(None, response)
+            self._queue.append(_Pending(head, None, response, None, False))
+            self._pump()
+        else:
+            self._close()
+
+    def shutdown(self):
+        """The worker is stopping: finish what has begun, take no new requests, then close."""
+        http = self._http
+        if self._closed:
+            return
+        if http is None:
+            self._close()
+        elif self._h2:
+            http.close_gracefully()
+            self._pump()
+        else:
+            http.finish_current()
+            if not self._queue and http.state == http1.IDLE:
+                self._close()
+
+    def _close(self):
+        if not self._closed:
+            self._closed = True
+            self._transport.write(self._session.close())
+            self._transport.close()
+
+    def abort(self):
+        """Drop the connection now, unsent output included."""
+        if not self._closed:
+            self._closed = True
+            self._transport.abort()

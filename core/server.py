@@ -1,0 +1,132 @@
+"""One worker process: its event loop, its SO_REUSEPORT listener, its signals, its World.
+
+The worker holds the current World in one attribute. SIGHUP builds a new World
+in a thread (off the request path) and swaps that attribute; requests already
+started keep the World they began with, and the old World closes when its last
+request ends. SIGTERM/SIGINT stop accepting, let requests in flight finish
+(up to --shutdown-timeout), then end the loop.
+"""
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+
+import uvloop
+
+from zeroserve.core.accesslog import AccessLog, log_error
+from zeroserve.core.connection import Connection
+from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.session import PlainSession
+from zeroserve.core.world import World
+
+HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+_TICK = 0.25  # seconds between timeout sweeps over the connections
+_BACKLOG = 1024
+
+
+def listen_socket(addr):
+    """A bound, listening, non-blocking TCP socket with SO_REUSEPORT (one per worker)."""
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((addr.host, addr.port))
+        sock.listen(_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Worker:
+    """The state a worker's connections share: the World, limits, access log, connection set."""
+
+    def __init__(self, config, world, sock, index):
+        self.config = config
+        self.limits = config.limits
+        self.world = world
+        self.connections = set()
+        self.loop = None
+        self.access_log = None
+        self._sock = sock
+        self._index = index
+        self._reloading = False
+        self._reload_again = False
+        ids = itertools.count(1)
+        prefix = os.urandom(4).hex()
+        # Unique across workers and restarts without a syscall per request.
+        self.next_request_id = lambda: f"{prefix}-{next(ids):x}"
+
+    def run(self):
+        """Serve until SIGTERM/SIGINT; return the process exit code."""
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(self._serve())
+
+    async def _serve(self):
+        loop = self.loop = asyncio.get_running_loop()
+        if self.config.request_logging:
+            self.access_log = AccessLog(self.config.log_format, loop.call_soon)
+        server = await loop.create_server(lambda: Connection(self, PlainSession()), sock=self._sock,
+                                          backlog=_BACKLOG)
+        stopping = loop.create_future()
+        loop.add_signal_handler(signal.SIGHUP, self._start_reload)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        ticker = loop.call_later(_TICK, self._tick)
+        await stopping
+        ticker.cancel()
+        await self._drain(server)
+        return 0
+
+    def _tick(self):
+        now = self.loop.time()
+        for connection in list(self.connections):
+            connection.check_timeout(now)
+        self.loop.call_later(_TICK, self._tick)
+
+    async def _drain(self, server):
+        server.close()  # stop accepting; the listener's queue goes to the other workers
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = self.loop.time() + self.config.shutdown_timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    # -- reload -----------------------------------------------------------------
+
+    def _start_reload(self):
+        if self._reloading:
+            self._reload_again = True  # coalesce: one more build after this one
+            return
+        self._reloading = True
+        future = self.loop.run_in_executor(None, World.build, self.config, self.world.generation + 1)
+        future.add_done_callback(self._finish_reload)
+
+    def _finish_reload(self, future):
+        self._reloading = False
+        error = future.exception()
+        if error is None:
+            old, self.world = self.world, future.result()
+            old.retire()
+        elif isinstance(error, ZeroserveError):
+            log_error(f"worker {self._index}: reload failed, still serving the previous site: {error}")
+        else:
+            log_error(f"worker {self._index}: reload failed with an internal error, still serving the "
+                      f"previous site: {error!r}")
+        if self._reload_again:
+            self._reload_again = False
+            self._start_reload()
+
+
+def run_worker(config, world, sock, index):
+    """Entry point of a forked worker process; returns its exit code."""
+    return Worker(config, world, sock, index).run()
