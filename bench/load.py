@@ -30,6 +30,7 @@ class LoadRun:
 
 
 def url(transport: Transport, port: int, path: str) -> str:
+    """Returns the URL the client (and the pre-run check) requests."""
     return f"{'https' if transport.tls else 'http'}://127.0.0.1:{port}{path}"
 
 

@@ -36,6 +36,10 @@ DISTURBED = 0.10  # this much of the two cores going to anything else makes a ru
 IDLE_SETTLE_S = 1.0  # time a server gets after it opens its port before its memory is read
 
 
+class WrongAnswerError(RuntimeError):
+    """A server answers the workload's request differently from what the workload expects."""
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One server's figures for one round of one workload."""
@@ -125,20 +129,20 @@ def check_response(server: RunningServer, workload: Workload, transport: Transpo
     )  # fmt: skip
     status, _, version = done.stdout.partition(" ")
     expected_version = "2" if transport.h2 else "1.1"
-    problems = []
     if done.returncode != 0:
-        problems.append(f"curl failed ({done.returncode}): {done.stderr.strip()}")
+        problem = f"no answer: curl failed ({done.returncode}): {done.stderr.strip()}"
     elif int(status) != workload.expected_status:
-        problems.append(f"status {status}, expected {workload.expected_status}")
+        problem = f"status {status}, expected {workload.expected_status}"
     elif version != expected_version:
-        problems.append(f"HTTP version {version}, expected {expected_version}")
+        problem = f"HTTP version {version}, expected {expected_version}"
     elif workload.expected_body is not None and body.read_bytes() != workload.expected_body:
-        problems.append(f"body of {body.stat().st_size} bytes differs from the expected {len(workload.expected_body)}")
-    if problems:
-        raise ServerStartError(
-            f"{server.label} answers {workload.path} over {transport.label} wrongly: {problems[0]}; "
-            f"the benchmark would compare different work. Server log:\n{server.process.log_tail()}"
-        )
+        problem = f"a body of {body.stat().st_size} bytes that differs from the expected {len(workload.expected_body)}"
+    else:
+        return
+    raise WrongAnswerError(
+        f"{server.label} answers {workload.path} over {transport.label} with {problem}; "
+        f"the benchmark would compare different work. Server log:\n{server.process.log_tail()}"
+    )
 
 
 def measure_once(
@@ -226,21 +230,23 @@ def limit_of(figures: dict) -> str:
 
 
 def print_table(rows: list[tuple[Workload, Transport, dict]], labels: list[str], rounds: int) -> None:
-    header = f"{'workload':<24} {'transport':<10} {'server':<11} {'req/s':>10} {'p99 ms':>8} " \
+    """Prints each workload's per-server medians and the ratio line under them."""
+    names = [f"({workload.name}) {workload.title}" for workload, _, _ in rows]
+    width = max(len("workload"), *map(len, names))
+    header = f"{'workload':<{width}} {'transport':<10} {'server':<11} {'req/s':>10} {'p99 ms':>8} " \
              f"{'srv CPU':>8} {'cli CPU':>8} {'other':>6} {'req/core-s':>11}  limit"  # fmt: skip
     print(f"\nmedians of {rounds} round(s); ratio = {labels[0]} / {labels[1]}, median of per-round ratios")
     print(header)
     print("-" * len(header))
-    for workload, transport, summary in rows:
+    for name, (workload, transport, summary) in zip(names, rows):
         for i, label in enumerate(labels):
             f = summary["servers"][label]
-            name = f"({workload.name}) {workload.title}" if i == 0 else ""
             failures = f"  {f['failures']} FAILED" if f["failures"] else ""
-            print(f"{name:<24} {transport.label if i == 0 else '':<10} {label:<11} {f['requests_per_s']:>10,.0f} "
-                  f"{f['p99_ms']:>8.2f} {f['server_cpu']:>8.0%} {f['client_cpu']:>8.0%} {f['other_cpu']:>6.0%} "
-                  f"{f['requests_per_core_s']:>11,.0f}  {limit_of(f)}{failures}")  # fmt: skip
+            print(f"{name if i == 0 else '':<{width}} {transport.label if i == 0 else '':<10} {label:<11} "
+                  f"{f['requests_per_s']:>10,.0f} {f['p99_ms']:>8.2f} {f['server_cpu']:>8.0%} {f['client_cpu']:>8.0%} "
+                  f"{f['other_cpu']:>6.0%} {f['requests_per_core_s']:>11,.0f}  {limit_of(f)}{failures}")  # fmt: skip
         r = summary["ratios"]
-        print(f"{'':<24} {'':<10} {'ratio':<11} {r['requests_per_s']:>9.2f}x {r['p99_ms']:>7.2f}x "
+        print(f"{'':<{width}} {'':<10} {'ratio':<11} {r['requests_per_s']:>9.2f}x {r['p99_ms']:>7.2f}x "
               f"{'':>8} {'':>8} {'':>6} {r['requests_per_core_s']:>10.2f}x")  # fmt: skip
 
 
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                     records.append({"kind": "summary", **common, "rounds": args.rounds, "duration_s": args.duration,
                                     "connections": args.connections, **summary})  # fmt: skip
                 print_table(rows, labels, args.rounds)
-        except (ServerStartError, MeasureError) as error:
+        except (ServerStartError, WrongAnswerError, MeasureError) as error:
             print(f"bench: {error}", file=sys.stderr)
             return 1
         finally:

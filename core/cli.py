@@ -92,6 +92,9 @@ def build_parser():
     runner.add_argument("--reload-signal-file", metavar="FILE",
                         help="reload when this file's content changes (checked every second)")
     runner.add_argument("--disable-request-logging", action="store_true", help="no access-log lines")
+    runner.add_argument("--enable-proxy-protocol", action="store_true",
+                        help="expect a PROXY protocol v1 line first on every connection and log its "
+                             "source address as the client")
     runner.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="access-log format (default text)")
     runner.add_argument("--shutdown-timeout", type=_seconds, default=10.0, metavar="SECONDS",
@@ -129,6 +132,7 @@ def _run(args):
         reload_signal_file=args.reload_signal_file,
         request_logging=not args.disable_request_logging,
         log_format=args.log_format,
+        proxy_protocol=args.enable_proxy_protocol,
         shutdown_timeout=args.shutdown_timeout,
         limits=Limits(**{name: getattr(args, name) for name in args.limit_names}),
         **optional,

@@ -14,9 +14,9 @@ import time
 import traceback
 from collections import deque
 
-from zeroserve.core import http1, http2
+from zeroserve.core import http1, http2, proxyproto
 from zeroserve.core.accesslog import log_error
-from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.errors import ProtocolError, ZeroserveError
 from zeroserve.core.handler import error_response, handle
 from zeroserve.core.request import Request
 
@@ -68,8 +68,8 @@ class Connection(asyncio.Protocol):
         self._sniffed = b""
         self._queue = deque()  # HTTP/1 responses not yet fully written
         self._stream_worlds = {}  # HTTP/2 stream id → World of its request
+        self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of it so far
         self._paused = False
-        self._paused_at = 0.0
         self._closed = False
         self._timer = _START
         self._since = 0.0
@@ -94,11 +94,15 @@ class Connection(asyncio.Protocol):
     def data_received(self, data):
         if self._closed:
             return
+        if self._proxy_line is not None:
+            data = self._take_proxy_line(data)
+            if not data:
+                return
         try:
             plaintext, to_send = self._session.receive(data)
-        except ZeroserveError as error:
+        except ZeroserveError as error:  # a failed TLS handshake or record
             log_error(f"[connection] {self._peer[0]}:{self._peer[1]}: {error}")
-            self.abort()
+            self._close()  # sends the alert the session has queued
             return
         if to_send:
             self._transport.write(to_send)
@@ -122,10 +126,9 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self):
         self._paused = True
-        self._paused_at = self._loop.time()
         self._transport.pause_reading()  # do not take requests faster than we can answer
         self._timer = _WRITE
-        self._since = self._paused_at
+        self._since = self._loop.time()
 
     def resume_writing(self):
         self._paused = False
@@ -147,6 +150,26 @@ class Connection(asyncio.Protocol):
         if self._h2:
             self._http.abandon("connection lost")
             self._drain_h2_finished()
+
+    # -- PROXY line and protocol selection --------------------------------------
+
+    def _take_proxy_line(self, data):
+        """Consume the PROXY v1 line; return the bytes after it (b"" while it is incomplete)."""
+        buffer = self._proxy_line + data
+        try:
+            parsed = proxyproto.parse(buffer)
+        except ProtocolError as error:
+            log_error(f"[connection] dropping {self._peer[0]}:{self._peer[1]}: {error}")
+            self.abort()
+            return b""
+        if parsed is None:
+            self._proxy_line = buffer
+            return b""
+        peer, consumed = parsed
+        if peer is not None:
+            self._peer = peer
+        self._proxy_line = None
+        return buffer[consumed:]
 
     # -- protocol selection -----------------------------------------------------
 
@@ -241,7 +264,7 @@ class Connection(asyncio.Protocol):
             if not pending.keep_open:
                 self._close()
                 return
-        if not queue and self._http.state == http1.DONE:
+        if not queue and self._http.exhausted:
             self._close()
 
     def _write_pending(self, pending):
@@ -405,7 +428,7 @@ class Connection(asyncio.Protocol):
             self._pump()
         else:
             http.finish_current()
-            if not self._queue and http.state == http1.IDLE:
+            if not self._queue and http.exhausted:
                 self._close()
 
     def _close(self):

@@ -64,19 +64,36 @@ def zeroserve_register_helpers(config):
     """Return the eBPF helpers this plugin gives scripts, as a list of ``zeroserve.sdk.HelperSpec``.
 
     Called once per world build, before the site's scripts are loaded: the
-    helper table of the world is the core helpers plus every plugin's, and a
-    script's calls are resolved against it by symbol name when it loads. Two
-    helpers with one name (core or plugin) stop the build with an error naming
-    both plugins. A script calling a helper that a known but disabled plugin
-    provides fails to load with a message saying which ``--plugins`` to add;
-    list such names through ``zeroserve_known_helpers``.
+    helper table of the world is the core helpers (registered as plugin
+    ``core``) plus every enabled plugin's, and a script's calls are resolved
+    against it by symbol name when it loads. Two helpers with one name stop the
+    build with an error naming both plugins. A script calling a helper that a
+    known but disabled plugin provides fails to load with a message saying
+    which ``--plugins`` to add (see ``zeroserve_known_helpers``).
 
-    A ``HelperSpec`` is either a C function (``c_function``: a cffi pointer to
-    ``zs_helper_fn``, called by the VM directly, no Python per call) or a
-    Python callable (``function``), optionally async (``is_async``: the callable
-    returns an awaitable; the script is suspended until it completes and the
-    awaited value becomes r0). Python helpers receive a
-    ``zeroserve.sdk.HelperCall`` first, then r1..r5.
+    A ``HelperSpec`` is one of:
+
+    - a C function (``c_function``: a cffi pointer to ``zs_helper_fn``, with
+      ``c_cookie`` passed through): the VM calls it directly, no Python runs
+      per call. Use this for anything called on most requests. It reaches
+      guest memory through ``zs_guest_ptr`` and the request through
+      ``zs_script_of(run)`` (``native/script/zsscript.h``).
+    - a Python callable (``function``), called as ``function(call, r1, r2, r3,
+      r4, r5)`` and returning an int (negative values are returned to the
+      script as ``zs_s64``). ``call`` is a ``zeroserve.sdk.HelperCall``: read
+      and write the script's memory with ``call.read``/``call.read_text``/
+      ``call.write``/``call.write_cstring``, reach the request metadata with
+      ``call.meta_get``/``call.meta_set`` and this plugin's per-world state
+      with ``call.plugin_state(name)``. Raise ``zeroserve.sdk.HelperError``
+      to fault the script (the request gets a 500 and the message is logged);
+      any other exception faults it too.
+    - an async Python callable (``is_async=True``): it returns an awaitable;
+      the script is suspended, other requests run, and the awaited int becomes
+      the helper's result. An exception from the awaitable faults the script.
+      Time spent waiting does not count toward ``--script-cpu-budget-ms``.
+
+    ``config`` is the ``ServerConfig`` (the plugin's flags in
+    ``config.options``).
     """
 
 
@@ -156,8 +173,8 @@ def zeroserve_worker_started(config, worker_index):
 
 @hookspec
 def zeroserve_unconfigure(config):
-    """Release what the plugin holds: called once per process at graceful shutdown.
+    """Release what the plugin holds at graceful shutdown.
 
-    In workers it runs after the last request finished; in the parent after
+    Called once per process: in workers it runs after the last request finished; in the parent after
     every worker exited. Write snapshots and close connections here.
     """

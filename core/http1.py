@@ -204,6 +204,11 @@ class H1Connection:
         """Shutting down: serve what has begun, then close (no keep-alive after it)."""
         self._last = True
 
+    @property
+    def exhausted(self):
+        """True when no request is in progress and none will be taken."""
+        return self.state == DONE or (self._last and self.state == IDLE)
+
     # -- output --------------------------------------------------------------
 
     def response_head(self, request, response):

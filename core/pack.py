@@ -65,17 +65,25 @@ def build(source_dir, output_path, compiler=None):
         raise ConfigError(f"{source}: is not a directory; give the site directory to pack")
     if not output.parent.is_dir():
         raise ConfigError(f"{output}: the output's directory does not exist; create it or choose another -o path")
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a directory; give the path of the tar file to write with -o")
     items = _walk(source, "", _identity(output), [])
     items = _compile_scripts(items, compiler)
     files = [item for item in items if not item.is_dir]
     if not files:
         raise ConfigError(f"{source}: holds no regular files to pack; a site needs at least one file")
-    temp = tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False)
+    try:
+        temp = tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False)
+    except OSError as error:
+        raise ConfigError(f"{output}: cannot write in its directory: {error.strerror}; choose another -o path") from None
     try:
         with temp:
             os.fchmod(temp.fileno(), 0o644)
             total_bytes = _write_tar(temp, items)
         os.replace(temp.name, output)
+    except OSError as error:
+        os.unlink(temp.name)
+        raise ConfigError(f"{output}: cannot write the tar: {error.strerror or error}; choose another -o path") from None
     except BaseException:
         os.unlink(temp.name)
         raise

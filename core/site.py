@@ -368,7 +368,11 @@ class Site:
         self.file_count = len(files)
         self.total_bytes = sum(entry.size for entry in files.values())
         self.not_found_page = self._servable.get("404.html")
-        scripts = [(p[len(SCRIPTS_PREFIX) :], e) for p, e in files.items() if p.startswith(SCRIPTS_PREFIX) and p.endswith(".o")]
+        scripts = [
+            (path[len(SCRIPTS_PREFIX) :], entry)
+            for path, entry in files.items()
+            if path.startswith(SCRIPTS_PREFIX) and path.endswith(".o")
+        ]
         scripts.sort(key=lambda item: item[0].encode("utf-8", "surrogateescape"))
         self._scripts = scripts
 

@@ -1,12 +1,17 @@
-"""What plugin authors import: the hook marker and the helper description.
+"""What plugin authors import: the hook marker, the helper description and what a Python helper receives.
 
     from zeroserve.sdk import hookimpl, HelperSpec
+
+    def country(call, ip, ip_len, out, out_len):
+        text = call.read_text(ip, ip_len)
+        return call.write_cstring(out, out_len, lookup(text).encode())
 
     @hookimpl
     def zeroserve_register_helpers(config):
         return [HelperSpec("zs_geo_country", function=country)]
 
-The hooks themselves are documented in ``zeroserve.core.hookspecs``.
+The hooks themselves are documented in ``zeroserve.core.hookspecs``; a longer
+walk-through is ``docs/plugins.md``.
 """
 
 from dataclasses import dataclass
@@ -14,7 +19,13 @@ from typing import Any, Callable
 
 import pluggy
 
+from zeroserve.core.errors import ScriptFault
+
 hookimpl = pluggy.HookimplMarker("zeroserve")
+
+
+class HelperError(ScriptFault):
+    """Raised by a helper to fault the calling script (the request gets a 500; the message is logged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +53,66 @@ class HelperSpec:
             raise ValueError(f"helper {self.name}: only Python helpers can be async")
 
 
-__all__ = ["HelperSpec", "hookimpl"]
+class HelperCall:
+    """What a Python helper gets as its first argument: the calling script's memory, request and world.
+
+    One HelperCall exists per pooled script run and is reused request after
+    request, so a helper must not keep it (or anything read through it) after
+    it returns; copy what it needs. Guest memory is reached only through
+    ``read``/``write``: an address range outside the script's memory faults
+    the script, as a ``HelperError`` raised by the helper does.
+    """
+
+    __slots__ = ("run", "world", "context", "script", "depth", "chain_state", "response")
+
+    def __init__(self, run):
+        self.run = run  # the zeroserve.vm.Run executing the script
+        self.world = None  # the World the request started on
+        self.context = None  # the zeroserve.core.script_abi.RequestContext of the request
+        self.script = None  # the name of the calling script, e.g. "10-auth.o"
+        self.depth = 0  # zs_call nesting: 0 for a chain script
+        self.chain_state = None  # the chain's per-request state (response hooks, pending helper)
+        self.response = None  # in a response hook: the zeroserve.core.request.Response about to be sent
+
+    def read(self, addr, length):
+        """``length`` bytes of script memory at ``addr``."""
+        return self.run.read(addr, length)
+
+    def read_text(self, addr, length):
+        """A UTF-8 string argument; invalid UTF-8 faults the script."""
+        try:
+            return self.run.read(addr, length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HelperError("string argument is not valid UTF-8") from None
+
+    def write(self, addr, data):
+        """Writes bytes into the script's writable memory."""
+        self.run.write(addr, data)
+
+    def write_cstring(self, out, out_len, value):
+        """Writes ``value`` (bytes) by the C-string rule and returns what the helper should return.
+
+        At most ``out_len - 1`` bytes and a NUL are written; the result is
+        ``min(len(value), out_len)``: 0 when ``out_len`` is 0, ``out_len`` when
+        the value was cut.
+        """
+        if out_len == 0:
+            return 0
+        kept = value[:out_len - 1]
+        self.run.write(out, kept + b"\0")
+        return min(len(value), out_len)
+
+    def plugin_state(self, name):
+        """The per-world state the plugin ``name`` built with ``zeroserve_world_state``."""
+        return self.world.plugin_state.get(name)
+
+    def meta_get(self, key):
+        """The request metadata value of ``key`` ("" when unset)."""
+        return dict(self.context.metadata()).get(key.strip(), "")
+
+    def meta_set(self, key, value):
+        """Sets request metadata ``key`` (trimmed, non-empty) to ``value``."""
+        self.context.set_meta(key, value)
+
+
+__all__ = ["HelperCall", "HelperError", "HelperSpec", "hookimpl"]

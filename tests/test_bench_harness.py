@@ -10,11 +10,11 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
 
-def run_bench(tmp_path: Path, *flags: str) -> tuple[str, list[dict]]:
-    """Runs bench/run.py briefly with nginx on both sides and returns its stdout and its JSON lines."""
+def run_bench(tmp_path: Path, *flags: str, servers: str = "nginx,nginx") -> tuple[str, list[dict]]:
+    """Runs bench/run.py briefly (nginx on both sides unless told) and returns its stdout and its JSON lines."""
     out = tmp_path / "results.jsonl"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--servers", "nginx,nginx", "--rounds", "1", "--duration", "1",
+        [sys.executable, str(BENCH), "--servers", servers, "--rounds", "1", "--duration", "1",
          "--warmup", "1", "--workloads", "a", "--out", str(out), *flags],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -38,10 +38,20 @@ def test_bench_self_check_records_runs_and_ratios(tmp_path, flags, transport):
         assert run["p99_ms"] > 0
         assert 0 < run["server_cpu"] <= 1.2  # pinned to one core; clock-tick rounding may overshoot a little
         assert 0 < run["client_cpu"] <= 1.2
+        assert 0 <= run["other_cpu"] <= 2.0  # the rest of the two cores
         assert run["requests_per_core_s"] == pytest.approx(run["requests_per_s"] / run["server_cpu"])
     assert set(summary["ratios"]) == {"requests_per_s", "p99_ms", "requests_per_core_s"}
     assert all(ratio > 0 for ratio in summary["ratios"].values())
     assert "ratio" in stdout and transport in stdout
+
+
+def test_bench_zeroserve_against_nginx_serves_the_same_content(tmp_path):
+    """zeroserve packs and serves the workload's file (checked byte for byte first), so both servers get a run."""
+    stdout, records = run_bench(tmp_path, servers="zeroserve,nginx")
+    runs = [r for r in records if r["kind"] == "run"]
+    assert sorted(r["server"] for r in runs) == ["nginx", "zeroserve"]
+    assert all(r["failures"] == 0 and r["requests_per_s"] > 0 for r in runs)
+    assert "ratio = zeroserve / nginx" in stdout
 
 
 def test_bench_memory_reports_idle_worker_pss(tmp_path):

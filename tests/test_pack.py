@@ -240,6 +240,12 @@ def test_pack_output_directory_missing(tree, tmp_path):
         build(tree, tmp_path / "nope" / "out.tar")
 
 
+def test_pack_output_is_a_directory(tree, tmp_path):
+    """An output path naming a directory raises ConfigError."""
+    with pytest.raises(ConfigError, match=r"is a directory; give the path of the tar file to write with -o"):
+        build(tree, tmp_path)
+
+
 def test_pack_output_is_readable(tree, tmp_path):
     """The packed tar is world-readable (0644), not the 0600 of a temporary file."""
     build(tree, tmp_path / "out.tar")

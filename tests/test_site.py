@@ -49,7 +49,8 @@ def open_bytes(tmp_path, data, name="raw.tar"):
 
 def small_tar_bytes(tmp_path):
     """A valid tar of two files, as bytes."""
-    path = write_tar(tmp_path / "small.tar", [("a.txt", b"alpha" * 30), ("b/c.html", b"<p>c</p>")], tarfile.USTAR_FORMAT)
+    members = [("a.txt", b"alpha" * 30), ("b/c.html", b"<p>c</p>")]
+    path = write_tar(tmp_path / "small.tar", members, tarfile.USTAR_FORMAT)
     return path.read_bytes()
 
 
@@ -362,7 +363,8 @@ def test_site_close_is_idempotent(open_site):
 
 def test_site_error_missing_file(tmp_path):
     """A missing tar names the path and says to check it."""
-    with pytest.raises(SiteError, match=r"nope\.tar: cannot open the site tar: No such file or directory; check the path"):
+    message = r"nope\.tar: cannot open the site tar: No such file or directory; check the path"
+    with pytest.raises(SiteError, match=message):
         Site.open(tmp_path / "nope.tar")
 
 
@@ -429,7 +431,8 @@ def test_site_error_checksum_mismatch(tmp_path):
     """A damaged header after the first is a corrupt tar with its offset."""
     data = bytearray(small_tar_bytes(tmp_path))
     data[1024 + 5] ^= 0x01  # a byte of the second member's name
-    with pytest.raises(SiteError, match=r"corrupt tar: header checksum mismatch \(stored \d+, computed \d+\) at offset 1024"):
+    message = r"corrupt tar: header checksum mismatch \(stored \d+, computed \d+\) at offset 1024"
+    with pytest.raises(SiteError, match=message):
         open_bytes(tmp_path, bytes(data))
 
 

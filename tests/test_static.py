@@ -276,7 +276,12 @@ def test_static_head_range_has_get_headers(site):
 
 @pytest.mark.parametrize(
     ("path", "range_value"),
-    [("digits.txt", "bytes=100-"), ("digits.txt", "bytes=-0"), ("digits.txt", "bytes=50-40"), ("empty.txt", "bytes=0-")],
+    [
+        ("digits.txt", "bytes=100-"),
+        ("digits.txt", "bytes=-0"),
+        ("digits.txt", "bytes=50-40"),
+        ("empty.txt", "bytes=0-"),
+    ],
     ids=["past-end", "zero-suffix", "reversed", "empty-file"],
 )
 def test_static_unsatisfiable_range_gives_416(site, path, range_value):

@@ -381,3 +381,26 @@ def test_tls_client_context_missing_ca_file_is_config_error(tmp_path):
     """A CA file that does not exist is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="CA file .*missing.pem does not exist"):
         ClientContext(ca_file=tmp_path / "missing.pem")
+
+
+@pytest.mark.parametrize("max_version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls12", "tls13"])
+def test_tls_client_session_accepts_tls12_and_tls13_servers(pki, client_context, max_version):
+    """Our client completes handshakes with a TLS 1.2-only and a TLS 1.3 server (Python's ssl), offering http/1.1."""
+    server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ssl.load_cert_chain(pki.leaf_cert, pki.leaf_key)
+    server_ssl.maximum_version = max_version
+    server_ssl.set_alpn_protocols(["h2", "http/1.1"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ssl.wrap_bio(incoming, outgoing, server_side=True)
+    client = client_context.new_session("localhost")
+    _, to_server = client.receive(b"")
+    while not client.handshake_complete:
+        incoming.write(to_server)
+        try:
+            server.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        _, to_server = client.receive(outgoing.read())
+    incoming.write(to_server)
+    assert client.version == server.version() == {"tls12": "TLSv1.2", "tls13": "TLSv1.3"}[max_version.name[-5:].lower().replace("v1_", "1")]
+    assert client.alpn == "http/1.1" == server.selected_alpn_protocol()

@@ -365,17 +365,6 @@ static uint64_t h_hex_encode(struct zs_run *run, void *cookie, uint64_t data, ui
     return 2 * n;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static uint64_t h_hex_decode_in_place(struct zs_run *run, void *cookie, uint64_t buf, uint64_t n,
                                       uint64_t r3, uint64_t r4, uint64_t r5)
 {
@@ -385,10 +374,10 @@ static uint64_t h_hex_decode_in_place(struct zs_run *run, void *cookie, uint64_t
     if (n % 2)
         return (uint64_t)-1;
     for (uint64_t i = 0; i < n; i++)
-        if (hex_digit(p[i]) < 0)
+        if (zs_hexval(p[i]) < 0)
             return (uint64_t)-1;
     for (uint64_t i = 0; i < n / 2; i++)
-        p[i] = (char)(hex_digit(p[2 * i]) << 4 | hex_digit(p[2 * i + 1]));
+        p[i] = (char)(zs_hexval(p[2 * i]) << 4 | zs_hexval(p[2 * i + 1]));
     return n / 2;
 }
 

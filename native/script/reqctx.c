@@ -114,7 +114,7 @@ int zs_is_token(const char *p, size_t n)
     return 1;
 }
 
-static int hexval(char c)
+int zs_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -130,7 +130,7 @@ size_t zs_form_decode(const char *p, size_t n, char *out, int form)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         int hi, lo;
-        if (p[i] == '%' && n - i >= 3 && (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
+        if (p[i] == '%' && n - i >= 3 && (hi = zs_hexval(p[i + 1])) >= 0 && (lo = zs_hexval(p[i + 2])) >= 0) {
             out[o++] = (char)(hi << 4 | lo);
             i += 2;
         } else if (form && p[i] == '+') {
@@ -155,8 +155,8 @@ void zs_reqctx_free(struct zs_reqctx *ctx)
         return;
     zs_buf_free(&ctx->arena);
     zs_buf_free(&ctx->export);
-    free(ctx->headers);
-    free(ctx->meta);
+    free(ctx->headers.items);
+    free(ctx->meta.items);
     free(ctx);
 }
 
@@ -182,8 +182,8 @@ int zs_reqctx_begin(struct zs_reqctx *ctx, const char *method, size_t method_len
                     int proto_major, int proto_minor, int is_tls, uint64_t body_limit)
 {
     ctx->arena.len = 0;
-    ctx->num_headers = 0;
-    ctx->num_meta = 0;
+    ctx->headers.n = 0;
+    ctx->meta.n = 0;
     ctx->changed = 0;
     memset(ctx->field, 0, sizeof(ctx->field));
     ctx->proto_major = proto_major;
@@ -201,22 +201,32 @@ int zs_reqctx_begin(struct zs_reqctx *ctx, const char *method, size_t method_len
     return 0;
 }
 
+struct zs_pair *zs_pairs_push(struct zs_pairs *list)
+{
+    if (list->n == list->cap) {
+        size_t cap = list->cap ? list->cap * 2 : 16;
+        struct zs_pair *grown = realloc(list->items, cap * sizeof(*grown));
+        if (!grown)
+            return NULL;
+        list->items = grown;
+        list->cap = cap;
+    }
+    struct zs_pair *slot = &list->items[list->n++];
+    memset(slot, 0, sizeof(*slot));
+    return slot;
+}
+
 int zs_ctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len, const char *value,
                       size_t value_len)
 {
-    if (ctx->num_headers == ctx->cap_headers) {
-        size_t cap = ctx->cap_headers ? ctx->cap_headers * 2 : 32;
-        struct zs_pair *h = realloc(ctx->headers, cap * sizeof(*h));
-        if (!h)
-            return -1;
-        ctx->headers = h;
-        ctx->cap_headers = cap;
-    }
-    struct zs_pair *h = &ctx->headers[ctx->num_headers];
-    if (zs_ctx_store(ctx, name, name_len, 1, &h->name) < 0 ||
-        zs_ctx_store(ctx, value, value_len, 0, &h->value) < 0)
+    struct zs_pair *h = zs_pairs_push(&ctx->headers);
+    if (!h)
         return -1;
-    ctx->num_headers++;
+    if (zs_ctx_store(ctx, name, name_len, 1, &h->name) < 0 ||
+        zs_ctx_store(ctx, value, value_len, 0, &h->value) < 0) {
+        ctx->headers.n--;
+        return -1;
+    }
     return 0;
 }
 
@@ -226,35 +236,52 @@ int zs_reqctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_le
     return zs_ctx_add_header(ctx, name, name_len, value, value_len);
 }
 
-int zs_reqctx_add_headers(struct zs_reqctx *ctx, const char *packed, size_t len)
+/* Appends the pairs of a packed block (name NUL value NUL ...) to list, names
+ * lowercased: one copy of the whole block, the pairs are spans into it. */
+static int add_packed(struct zs_reqctx *ctx, struct zs_pairs *list, const char *packed, size_t len)
 {
-    const char *p = packed, *end = packed + len;
-    while (p < end) {
-        const char *name_end = memchr(p, '\0', (size_t)(end - p));
-        if (!name_end)
-            return -2;
-        const char *value = name_end + 1;
-        const char *value_end = memchr(value, '\0', (size_t)(end - value));
+    struct zs_span block;
+    if (zs_ctx_store(ctx, packed, len, 0, &block) < 0)
+        return -1;
+    char *base = ctx->arena.p;
+    uint32_t at = block.off, end = block.off + block.len;
+    while (at < end) {
+        char *name = base + at;
+        char *name_end = memchr(name, '\0', end - at);
+        char *value_end =
+            name_end ? memchr(name_end + 1, '\0', (size_t)(base + end - name_end - 1)) : NULL;
         if (!value_end)
             return -2;
-        if (zs_ctx_add_header(ctx, p, (size_t)(name_end - p), value, (size_t)(value_end - value)) < 0)
+        struct zs_pair *h = zs_pairs_push(list);
+        if (!h)
             return -1;
-        p = value_end + 1;
+        for (char *c = name; c < name_end; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c + 32);
+        h->name = (struct zs_span){at, (uint32_t)(name_end - name)};
+        h->value = (struct zs_span){(uint32_t)(name_end + 1 - base),
+                                    (uint32_t)(value_end - name_end - 1)};
+        at = (uint32_t)(value_end + 1 - base);
     }
     return 0;
+}
+
+int zs_reqctx_add_headers(struct zs_reqctx *ctx, const char *packed, size_t len)
+{
+    return add_packed(ctx, &ctx->headers, packed, len);
 }
 
 size_t zs_ctx_remove_header(struct zs_reqctx *ctx, const char *lower_name, size_t len)
 {
     size_t kept = 0, removed = 0;
-    for (size_t i = 0; i < ctx->num_headers; i++) {
-        struct zs_pair *h = &ctx->headers[i];
+    for (size_t i = 0; i < ctx->headers.n; i++) {
+        struct zs_pair *h = &ctx->headers.items[i];
         if (h->name.len == len && memcmp(zs_ctx_str(ctx, h->name), lower_name, len) == 0)
             removed++;
         else
-            ctx->headers[kept++] = *h;
+            ctx->headers.items[kept++] = *h;
     }
-    ctx->num_headers = kept;
+    ctx->headers.n = kept;
     return removed;
 }
 
@@ -284,11 +311,12 @@ uint64_t zs_reqctx_body_limit(const struct zs_reqctx *ctx)
     return ctx->body_limit;
 }
 
-static int export_pairs(struct zs_reqctx *ctx, const struct zs_pair *pairs, size_t n,
-                        const char **packed, size_t *len)
+static int export_pairs(struct zs_reqctx *ctx, const struct zs_pairs *list, const char **packed,
+                        size_t *len)
 {
+    const struct zs_pair *pairs = list->items;
     ctx->export.len = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < list->n; i++) {
         if (zs_buf_append(&ctx->export, zs_ctx_str(ctx, pairs[i].name), pairs[i].name.len) < 0 ||
             zs_buf_append(&ctx->export, "", 1) < 0 ||
             zs_buf_append(&ctx->export, zs_ctx_str(ctx, pairs[i].value), pairs[i].value.len) < 0 ||
@@ -302,24 +330,24 @@ static int export_pairs(struct zs_reqctx *ctx, const struct zs_pair *pairs, size
 
 int zs_reqctx_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len)
 {
-    return export_pairs(ctx, ctx->headers, ctx->num_headers, packed, len);
+    return export_pairs(ctx, &ctx->headers, packed, len);
 }
 
 int zs_reqctx_meta_export(struct zs_reqctx *ctx, const char **packed, size_t *len)
 {
-    return export_pairs(ctx, ctx->meta, ctx->num_meta, packed, len);
+    return export_pairs(ctx, &ctx->meta, packed, len);
 }
 
 size_t zs_reqctx_meta_count(const struct zs_reqctx *ctx)
 {
-    return ctx->num_meta;
+    return ctx->meta.n;
 }
 
 struct zs_pair *zs_ctx_meta_find(struct zs_reqctx *ctx, const char *key, size_t key_len)
 {
     zs_trim(&key, &key_len);
-    for (size_t i = 0; i < ctx->num_meta; i++) {
-        struct zs_pair *m = &ctx->meta[i];
+    for (size_t i = 0; i < ctx->meta.n; i++) {
+        struct zs_pair *m = &ctx->meta.items[i];
         if (m->name.len == key_len && memcmp(zs_ctx_str(ctx, m->name), key, key_len) == 0)
             return m;
     }
@@ -333,19 +361,13 @@ int zs_ctx_meta_put(struct zs_reqctx *ctx, const char *key, size_t key_len, cons
     struct zs_pair *m = zs_ctx_meta_find(ctx, key, key_len);
     if (m)
         return zs_ctx_store(ctx, value, value_len, 0, &m->value);
-    if (ctx->num_meta == ctx->cap_meta) {
-        size_t cap = ctx->cap_meta ? ctx->cap_meta * 2 : 16;
-        struct zs_pair *grown = realloc(ctx->meta, cap * sizeof(*grown));
-        if (!grown)
-            return -1;
-        ctx->meta = grown;
-        ctx->cap_meta = cap;
-    }
-    m = &ctx->meta[ctx->num_meta];
-    if (zs_ctx_store(ctx, key, key_len, 0, &m->name) < 0 ||
-        zs_ctx_store(ctx, value, value_len, 0, &m->value) < 0)
+    if (!(m = zs_pairs_push(&ctx->meta)))
         return -1;
-    ctx->num_meta++;
+    if (zs_ctx_store(ctx, key, key_len, 0, &m->name) < 0 ||
+        zs_ctx_store(ctx, value, value_len, 0, &m->value) < 0) {
+        ctx->meta.n--;
+        return -1;
+    }
     return 0;
 }
 

@@ -1,0 +1,64 @@
+/* cffi declarations of the request context and core helpers (zsscript.h). */
+struct zs_reqctx;
+struct zs_scriptrun;
+
+enum zs_req_field {
+    ZS_FIELD_METHOD = 0,
+    ZS_FIELD_PATH = 1,
+    ZS_FIELD_NORMALIZED_PATH = 2,
+    ZS_FIELD_QUERY = 3,
+    ZS_FIELD_SCHEME = 4,
+    ZS_FIELD_PEER = 5,
+    ZS_FIELD_RAW_PATH = 6,
+    ZS_FIELD_CONNECTION_INFO = 7,
+    ZS_FIELD_BODY = 8,
+    ZS_NUM_FIELDS = 9
+};
+enum zs_req_changed {
+    ZS_CHANGED_METHOD = 1,
+    ZS_CHANGED_URI = 2,
+    ZS_CHANGED_HEADERS = 4,
+    ZS_URI_INVALID = 8
+};
+enum zs_outcome {
+    ZS_OUTCOME_NONE = 0,
+    ZS_OUTCOME_ABORT = 1,
+    ZS_OUTCOME_RESPOND = 2,
+    ZS_OUTCOME_PROXY = 3
+};
+
+struct zs_reqctx *zs_reqctx_new(void);
+void zs_reqctx_free(struct zs_reqctx *ctx);
+int zs_reqctx_begin(struct zs_reqctx *ctx, const char *method, size_t method_len,
+                    const char *path, size_t path_len, const char *normalized_path,
+                    size_t normalized_path_len, const char *query, size_t query_len,
+                    const char *scheme, size_t scheme_len, const char *peer, size_t peer_len,
+                    int proto_major, int proto_minor, int is_tls, uint64_t body_limit);
+int zs_reqctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len,
+                         const char *value, size_t value_len);
+int zs_reqctx_add_headers(struct zs_reqctx *ctx, const char *packed, size_t len);
+int zs_reqctx_set_field(struct zs_reqctx *ctx, int field, const char *value, size_t len);
+int zs_reqctx_get(struct zs_reqctx *ctx, int field, const char **value, size_t *len);
+int zs_reqctx_changed(const struct zs_reqctx *ctx);
+uint64_t zs_reqctx_body_limit(const struct zs_reqctx *ctx);
+int zs_reqctx_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
+int zs_reqctx_meta_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
+size_t zs_reqctx_meta_count(const struct zs_reqctx *ctx);
+int zs_reqctx_meta_set(struct zs_reqctx *ctx, const char *key, size_t key_len, const char *value,
+                       size_t value_len);
+
+struct zs_scriptrun *zs_scriptrun_new(void);
+void zs_scriptrun_free(struct zs_scriptrun *sr);
+void zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx);
+int zs_scriptrun_outcome(const struct zs_scriptrun *sr);
+unsigned zs_scriptrun_status(const struct zs_scriptrun *sr);
+void zs_scriptrun_body(const struct zs_scriptrun *sr, const char **body, size_t *len);
+void zs_scriptrun_proxy_url(const struct zs_scriptrun *sr, const char **url, size_t *len);
+void zs_scriptrun_log_lines(const struct zs_scriptrun *sr, const char **lines, size_t *len);
+void zs_scriptrun_log_clear(struct zs_scriptrun *sr);
+int64_t zs_script_json_parse(struct zs_run *run, const char *text, size_t len);
+int64_t zs_script_json_copy(struct zs_run *dst, struct zs_run *src, uint64_t handle);
+int zs_script_json_serialize(struct zs_run *run, uint64_t handle, const char **text, size_t *len);
+
+const struct zs_helper_def *zs_core_helpers(size_t *count);
+int zs_core_set_version(const char *version, size_t len);

@@ -28,16 +28,33 @@ struct zs_pair {
     struct zs_span name, value;
 };
 
+struct zs_pairs {
+    struct zs_pair *items;
+    size_t n, cap;
+};
+
+/* A new zeroed slot at the end of list, or NULL out of memory. */
+struct zs_pair *zs_pairs_push(struct zs_pairs *list);
+
+/* A response hook registered with zs_res_hook: strings in the arena. */
+struct zs_hook {
+    struct zs_span script, func, input;
+};
+
 struct zs_reqctx {
     struct zs_buf arena;
     struct zs_span field[ZS_NUM_FIELDS];
     int proto_major, proto_minor, is_tls;
     int changed;
     uint64_t body_limit;
-    struct zs_pair *headers; /* wire order; names lowercased */
-    size_t num_headers, cap_headers;
-    struct zs_pair *meta; /* insertion order; keys trimmed */
-    size_t num_meta, cap_meta;
+    struct zs_pairs headers; /* wire order; names lowercased */
+    struct zs_pairs meta;    /* insertion order; keys trimmed */
+    /* the response as hooks see it (zs_reqctx_response_begin) */
+    struct zs_pairs res_headers;
+    unsigned res_status;
+    int res_continue;
+    struct zs_hook *hooks;
+    size_t num_hooks, cap_hooks;
     struct zs_buf export;
 };
 
@@ -62,6 +79,8 @@ int zs_ctx_meta_put(struct zs_reqctx *ctx, const char *key, size_t key_len, cons
 void zs_trim(const char **p, size_t *n);
 int zs_is_utf8(const unsigned char *p, size_t n);
 int zs_is_token(const char *p, size_t n);
+/* The value of a hex digit, or -1. */
+int zs_hexval(char c);
 /* Percent-decodes (and '+' -> ' ' when `form`) into out (room for n bytes);
  * a bad escape is copied literally. Returns the decoded length. */
 size_t zs_form_decode(const char *p, size_t n, char *out, int form);
@@ -150,6 +169,9 @@ int64_t zs_json_handle_new(struct zs_run *run, struct zs_json *root, const char 
 /* Serialises a handle's value into the run's scratch buffer. */
 int zs_json_handle_text(struct zs_run *run, uint64_t handle, const char *helper, const char **text,
                         size_t *len);
+/* Sets path and query from a request target or absolute URI and renormalises
+ * (zs_req_set_uri); -1 with the run faulted (naming helper) when unparseable. */
+int zs_ctx_set_uri(struct zs_run *run, const char *uri, size_t n, const char *helper);
 /* Records a response (status already validated); 0 or -1 out of memory. */
 int zs_set_response(struct zs_scriptrun *sr, unsigned status, const char *body, size_t len);
 /* A status as sent: outside 100..999 becomes 500. */
@@ -162,5 +184,7 @@ extern const struct zs_helper_def zs_json_helpers[];
 extern const size_t zs_json_helpers_count;
 extern const struct zs_helper_def zs_request_helpers[];
 extern const size_t zs_request_helpers_count;
+extern const struct zs_helper_def zs_rewrite_helpers[];
+extern const size_t zs_rewrite_helpers_count;
 
 #endif

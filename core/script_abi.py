@@ -1,0 +1,297 @@
+"""The scripts' request context and core helpers from Python: fill a request, run scripts against it, read what they did.
+
+Three objects, all meant to be pooled and reused:
+
+- `RequestContext` (C `zs_reqctx`): one per request, shared by every script of
+  the chain: the request view, headers, metadata and mutation flags.
+- `ScriptState` (C `zs_scriptrun`): one per script execution context (chain
+  step, callee, hook): JSON handles, the outcome (respond / proxy / abort) and
+  finished `zs_log` lines. `begin(ctx)` starts a new context on a request.
+- `ScriptRun`: a `zeroserve.vm.Run` whose host is a ScriptState, so the core
+  helpers (C functions in `core_helper_defs()`) reach the request directly.
+
+Strings go in and out as `str` (header text as Latin-1, everything else as
+UTF-8 with surrogateescape) or as `bytes` where noted.
+"""
+
+import weakref
+
+from zeroserve.native._zsvm import ffi, lib
+from zeroserve.vm import DEFAULT_MEMORY_KB, Run, _take_error
+
+__all__ = [
+    "OUTCOME_NONE", "OUTCOME_ABORT", "OUTCOME_RESPOND", "OUTCOME_PROXY",
+    "CHANGED_METHOD", "CHANGED_URI", "CHANGED_HEADERS", "URI_INVALID",
+    "RESPONSE_HEADER_PREFIX", "DEFAULT_BODY_LIMIT",
+    "RequestContext", "ScriptState", "ScriptRun", "core_helper_defs", "set_version",
+]
+
+OUTCOME_NONE = lib.ZS_OUTCOME_NONE
+OUTCOME_ABORT = lib.ZS_OUTCOME_ABORT
+OUTCOME_RESPOND = lib.ZS_OUTCOME_RESPOND
+OUTCOME_PROXY = lib.ZS_OUTCOME_PROXY
+
+CHANGED_METHOD = lib.ZS_CHANGED_METHOD
+CHANGED_URI = lib.ZS_CHANGED_URI
+CHANGED_HEADERS = lib.ZS_CHANGED_HEADERS
+URI_INVALID = lib.ZS_URI_INVALID
+
+RESPONSE_HEADER_PREFIX = "zs.response.header."
+DEFAULT_BODY_LIMIT = 256 * 1024
+
+
+def _utf8(text):
+    return text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+
+
+def _latin1(text):
+    return text if isinstance(text, bytes) else text.encode("latin-1")
+
+
+def _check(rc, what):
+    """Raises for a C return code below zero (-1 is always out of memory)."""
+    if rc < 0:
+        if rc == -1:
+            raise MemoryError(f"{what}: out of memory")
+        raise ValueError(f"{what}: rejected (code {rc})")
+    return rc
+
+
+def _unpack_pairs(data, name_codec, value_codec):
+    """name NUL value NUL ... -> [(name, value)]."""
+    if not data:
+        return []
+    parts = data.split(b"\0")
+    return [
+        (parts[i].decode(name_codec, "surrogateescape"), parts[i + 1].decode(value_codec, "surrogateescape"))
+        for i in range(0, len(parts) - 1, 2)
+    ]
+
+
+def core_helper_defs():
+    """{name: (C function pointer, cookie)} of every core helper, for Program.load_elf."""
+    count = ffi.new("size_t *")
+    table = lib.zs_core_helpers(count)
+    return {ffi.string(table[i].name).decode(): (table[i].fn, table[i].cookie) for i in range(count[0])}
+
+
+def set_version(version):
+    """Sets the string zs_version answers (once, at start-up)."""
+    data = _utf8(version)
+    if lib.zs_core_set_version(data, len(data)) < 0:
+        raise ValueError(f"version string {version!r} is longer than 63 bytes")
+
+
+class RequestContext:
+    """One request as scripts see it (C zs_reqctx); reuse it with begin()."""
+
+    __slots__ = ("_ctx", "_ptr", "_len")
+
+    def __init__(self):
+        ctx = lib.zs_reqctx_new()
+        if ctx == ffi.NULL:
+            raise MemoryError("cannot allocate a request context")
+        self._ctx = ffi.gc(ctx, lib.zs_reqctx_free)
+        self._ptr = ffi.new("const char **")
+        self._len = ffi.new("size_t *")
+
+    @property
+    def ptr(self):
+        """The C struct zs_reqctx *."""
+        return self._ctx
+
+    def begin(self, method, path, normalized_path, query, scheme, peer, proto=(1, 1), is_tls=False,
+              headers=(), body_limit=DEFAULT_BODY_LIMIT):
+        """Empties the context and fills it. path is the normalised, still-encoded path
+        (NormalizedPath.script_path), normalized_path "/" + the decoded relative path,
+        peer "ip:port" ("[v6]:port"), headers [(name, value)] in wire order."""
+        m, p, n, q, s, r = (_utf8(method), _utf8(path), _utf8(normalized_path), _utf8(query),
+                            _utf8(scheme), _utf8(peer))
+        _check(lib.zs_reqctx_begin(self._ctx, m, len(m), p, len(p), n, len(n), q, len(q), s, len(s),
+                                   r, len(r), proto[0], proto[1], 1 if is_tls else 0, body_limit),
+               "request context")
+        if headers:
+            packed = b"\0".join(_latin1(name) + b"\0" + _latin1(value) for name, value in headers) + b"\0"
+            _check(lib.zs_reqctx_add_headers(self._ctx, packed, len(packed)), "request headers")
+
+    def add_header(self, name, value):
+        """Appends one header (the name is stored lowercased)."""
+        n, v = _latin1(name), _latin1(value)
+        _check(lib.zs_reqctx_add_header(self._ctx, n, len(n), v, len(v)), "request header")
+
+    def set_body(self, body):
+        """The buffered request body zs_req_body_json parses (bytes)."""
+        _check(lib.zs_reqctx_set_field(self._ctx, lib.ZS_FIELD_BODY, body, len(body)), "request body")
+
+    def set_connection_info(self, json_text):
+        """The JSON zs_connection_info answers (default: the plaintext object)."""
+        data = _utf8(json_text)
+        _check(lib.zs_reqctx_set_field(self._ctx, lib.ZS_FIELD_CONNECTION_INFO, data, len(data)),
+               "connection info")
+
+    def _field(self, field):
+        lib.zs_reqctx_get(self._ctx, field, self._ptr, self._len)
+        return ffi.unpack(self._ptr[0], self._len[0]).decode("utf-8", "surrogateescape")
+
+    @property
+    def method(self):
+        return self._field(lib.ZS_FIELD_METHOD)
+
+    @property
+    def path(self):
+        """Normalised, still percent-encoded, trailing slash kept."""
+        return self._field(lib.ZS_FIELD_PATH)
+
+    @property
+    def normalized_path(self):
+        return self._field(lib.ZS_FIELD_NORMALIZED_PATH)
+
+    @property
+    def raw_path(self):
+        """The path as zs_req_set_uri gave it (set once CHANGED_URI is)."""
+        return self._field(lib.ZS_FIELD_RAW_PATH)
+
+    @property
+    def query(self):
+        return self._field(lib.ZS_FIELD_QUERY)
+
+    @property
+    def changed(self):
+        """CHANGED_METHOD | CHANGED_URI | CHANGED_HEADERS | URI_INVALID bits."""
+        return lib.zs_reqctx_changed(self._ctx)
+
+    @property
+    def body_limit(self):
+        """The body limit, possibly lowered by zs_req_body_limit."""
+        return lib.zs_reqctx_body_limit(self._ctx)
+
+    def headers(self):
+        """[(lowercase name, value)] as the scripts left them."""
+        _check(lib.zs_reqctx_headers_export(self._ctx, self._ptr, self._len), "request headers")
+        return _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "latin-1", "latin-1")
+
+    def metadata(self):
+        """[(key, value)] in insertion order."""
+        if not lib.zs_reqctx_meta_count(self._ctx):
+            return []
+        _check(lib.zs_reqctx_meta_export(self._ctx, self._ptr, self._len), "metadata")
+        return _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "utf-8", "utf-8")
+
+    def response_headers(self):
+        """[(name, value)] from zs.response.header.<name> metadata."""
+        cut = len(RESPONSE_HEADER_PREFIX)
+        return [(key[cut:].strip(), value) for key, value in self.metadata()
+                if key.startswith(RESPONSE_HEADER_PREFIX)]
+
+    def set_meta(self, key, value):
+        """Sets metadata from the host side (plugins); the key is trimmed."""
+        k, v = _utf8(key), _utf8(value)
+        rc = lib.zs_reqctx_meta_set(self._ctx, k, len(k), v, len(v))
+        if rc == -2:
+            raise ValueError("metadata key is empty")
+        _check(rc, "metadata")
+
+
+class ScriptState:
+    """One script execution context (C zs_scriptrun): JSON handles, outcome, log lines."""
+
+    __slots__ = ("_sr", "_ptr", "_len", "ctx")
+
+    def __init__(self):
+        sr = lib.zs_scriptrun_new()
+        if sr == ffi.NULL:
+            raise MemoryError("cannot allocate a script state")
+        self._sr = ffi.gc(sr, lib.zs_scriptrun_free)
+        self._ptr = ffi.new("const char **")
+        self._len = ffi.new("size_t *")
+        self.ctx = None
+
+    @property
+    def ptr(self):
+        """The C struct zs_scriptrun *."""
+        return self._sr
+
+    def begin(self, ctx):
+        """A new execution context on request ctx: handles freed, outcome and logs cleared."""
+        self.ctx = ctx
+        lib.zs_scriptrun_begin(self._sr, ctx._ctx)
+
+    @property
+    def outcome(self):
+        """OUTCOME_NONE, _ABORT, _RESPOND or _PROXY (abort wins, then respond, then proxy)."""
+        return lib.zs_scriptrun_outcome(self._sr)
+
+    @property
+    def status(self):
+        """The response status (already mapped: outside 100..999 is 500)."""
+        return lib.zs_scriptrun_status(self._sr)
+
+    @property
+    def body(self):
+        """The response body (bytes)."""
+        lib.zs_scriptrun_body(self._sr, self._ptr, self._len)
+        return ffi.unpack(self._ptr[0], self._len[0])
+
+    @property
+    def proxy_url(self):
+        lib.zs_scriptrun_proxy_url(self._sr, self._ptr, self._len)
+        return ffi.unpack(self._ptr[0], self._len[0]).decode("utf-8", "surrogateescape")
+
+    def take_log_lines(self):
+        """Finished zs_log lines (str, without newline), removed from the buffer."""
+        lib.zs_scriptrun_log_lines(self._sr, self._ptr, self._len)
+        if not self._len[0]:
+            return []
+        text = ffi.unpack(self._ptr[0], self._len[0]).decode("ascii")
+        lib.zs_scriptrun_log_clear(self._sr)
+        return text[:-1].split("\n")
+
+
+class ScriptRun(Run):
+    """A vm.Run whose host is a ScriptState, so core helpers find the request.
+
+    The C struct's first member carries the wrapper's handle: the VM's Python
+    helper dispatch must read it from there (see the report of this module).
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, program, state, memory_kb=DEFAULT_MEMORY_KB):
+        self.program = program
+        self.state = state
+        self._handle = ffi.new_handle(weakref.ref(self))
+        ffi.cast("void **", state._sr)[0] = self._handle
+        errmsg = ffi.new("char **")
+        run = lib.zs_run_new(program._prog, int(memory_kb) * 1024, state._sr, errmsg)
+        if run == ffi.NULL:
+            raise _take_error(errmsg, "cannot create a script run")
+        self._run = ffi.gc(run, lib.zs_run_free)
+        self._regs = lib.zs_run_regs(run)
+        self._args = ffi.new("uint64_t[5]")
+
+    def begin(self, ctx):
+        """Prepares this run for a new execution context on ctx (state and memory charges)."""
+        self.state.begin(ctx)
+        self.reset()
+
+    def json_parse(self, text):
+        """A new JSON handle in this run for text (from a Python helper); -1 if not JSON."""
+        data = _utf8(text)
+        handle = lib.zs_script_json_parse(self._run, data, len(data))
+        if handle == -2:
+            raise MemoryError(self._helper_fault_message())
+        return handle
+
+    def json_copy_from(self, other, handle):
+        """Copies handle of run `other` into this run (zs_call input and result)."""
+        copied = lib.zs_script_json_copy(self._run, other._run, handle)
+        if copied < 0:
+            raise ValueError(f"JSON handle {handle} cannot be copied: {other._helper_fault_message()}")
+        return copied
+
+    def json_text(self, handle):
+        """The compact JSON text of a live handle of this run."""
+        ptr, length = ffi.new("const char **"), ffi.new("size_t *")
+        if lib.zs_script_json_serialize(self._run, handle, ptr, length) < 0:
+            raise ValueError(self._helper_fault_message())
+        return ffi.unpack(ptr[0], length[0]).decode("utf-8")
