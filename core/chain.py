@@ -21,14 +21,17 @@ pooled per worker, so a request allocates nothing in C.
 """
 
 import asyncio
+import functools
 import logging
+import re
 import struct
 import time
 from dataclasses import dataclass
 
 from zeroserve.core.errors import ScriptFault, ScriptLoadError
 from zeroserve.core.script_abi import (
-    OUTCOME_ABORT, OUTCOME_NONE, OUTCOME_PROXY, OUTCOME_RESPOND, RequestContext, ScriptRun, ScriptState,
+    OUTCOME_ABORT, OUTCOME_NONE, OUTCOME_PROXY, OUTCOME_RESPOND, RESPONSE_HEADER_PREFIX, RequestContext, ScriptRun,
+    ScriptState,
 )
 from zeroserve.sdk import HelperCall
 from zeroserve.vm import DEFAULT_ENGINE, DONE, PREEMPTED, SUSPENDED, Program
@@ -43,6 +46,11 @@ MAX_CALL_DEPTH = 8
 NONE, ABORT, RESPOND, PROXY = OUTCOME_NONE, OUTCOME_ABORT, OUTCOME_RESPOND, OUTCOME_PROXY
 FAULT = 10  # a script faulted: 500
 OVERTIME = 11  # the request's scripts used up the CPU budget: 503
+
+_PREFIX_LENGTH = len(RESPONSE_HEADER_PREFIX)
+# Metadata headers whose name is not a token, or whose value holds control bytes, are skipped.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # A tight loop (r0 = 0; loop: r0 += 1; goto loop) used to convert milliseconds of
 # CPU into budget units (back-edges and calls) for this engine on this machine.
@@ -77,7 +85,7 @@ class ChainResult:
         self.status = status
         self.body = body
         self.proxy_url = proxy_url
-        self.metadata = dict(ctx.metadata())
+        self.metadata = tuple(ctx.metadata())  # ((key, value), ...) in the order scripts set them
         changed = self.changed = ctx.changed
         # Only what a script changed is read back; the handler keeps its own copy otherwise.
         self.method = ctx.method if changed else None
@@ -111,13 +119,20 @@ class Script:
         self._pool = []
         self._memory_kb = memory_kb
 
-    def acquire(self):
-        """An idle run of this script (a new one when all are busy)."""
-        pool = self._pool
-        return pool.pop() if pool else ChainRun(self, self._memory_kb)
-
     def release(self, run):
         self._pool.append(run)
+
+    def prepare(self, state, depth=0, in_hook=False):
+        """An idle run of this script, set up for a new execution context on the request of `state`."""
+        pool = self._pool
+        run = pool.pop() if pool else ChainRun(self, self._memory_kb)
+        call = run.call
+        call.world = state.world
+        call.context = state.ctx
+        call.chain_state = state
+        call.depth = depth
+        run.begin(state.ctx, self.name, in_hook)
+        return run
 
     def call_entry(self, function):
         """The entry index of ZS_CALL_ENTRY(function), or None."""
@@ -127,7 +142,7 @@ class Script:
 class RequestState:
     """What the chain keeps about one request while its scripts run."""
 
-    __slots__ = ("world", "request_id", "ctx", "pending", "cpu_ms", "hooks")
+    __slots__ = ("world", "request_id", "ctx", "pending", "cpu_ms", "rerun")
 
     def __init__(self, world, request_id, ctx):
         self.world = world
@@ -135,7 +150,7 @@ class RequestState:
         self.ctx = ctx
         self.pending = None  # the awaitable of an async helper that suspended a run
         self.cpu_ms = 0.0
-        self.hooks = []  # response hooks: (script name, function, input JSON text)
+        self.rerun = False  # a hook called zs_res_continue_request
 
 
 class Overtime(Exception):
@@ -159,11 +174,12 @@ class ScriptChain:
         scripts = []
         for name, entry in site.scripts():
             try:
-                program = Program.load_elf(site.read(entry), helpers, options.engine)
+                script = Script(name, Program.load_elf(site.read(entry), helpers, options.engine), options.memory_kb)
+                script.release(ChainRun(script, options.memory_kb))  # a memory size it cannot use fails here
             except ScriptLoadError as error:
                 error = helper_table.explain_load_error(error)
                 raise ScriptLoadError(f"script '{name}': {error}") from None
-            scripts.append(Script(name, program, options.memory_kb))
+            scripts.append(script)
         return cls(scripts, options)
 
     def __bool__(self):
@@ -177,27 +193,30 @@ class ScriptChain:
     # -- running ------------------------------------------------------------------
 
     def run(self, world, request_id, method, path, normalized_path, query, scheme, peer, proto, is_tls,
-            headers, body=b""):
+            headers, body=b"", connection_info=None):
         """Run the request scripts; a ChainResult, or an awaitable of one when a script had to wait.
 
         `path` is the normalised, still-encoded path; `normalized_path` "/" +
-        the decoded relative path; `peer` "ip:port"; `headers` [(name, value)].
+        the decoded relative path; `peer` "ip:port"; `headers` [(name, value)];
+        `connection_info` the JSON text zs_connection_info answers (None: plaintext).
         """
         contexts = self._contexts
         ctx = contexts.pop() if contexts else RequestContext()
         ctx.begin(method, path, normalized_path, query, scheme, peer, proto, is_tls, headers)
         if body:
             ctx.set_body(body)
-        state = RequestState(world, request_id, ctx)
-        scripts = self.request_scripts
-        for index, script in enumerate(scripts):
-            run = script.acquire()
-            call = run.call
-            call.world = world
-            call.context = ctx
-            call.chain_state = state
-            call.depth = 0
-            run.begin(ctx)
+        if connection_info is not None:
+            ctx.set_connection_info(connection_info)
+        return self._run_scripts(RequestState(world, request_id, ctx))
+
+    def rerun(self, state):
+        """Run the request scripts again on the same request and metadata (after zs_res_continue_request)."""
+        state.rerun = False
+        return self._run_scripts(state)
+
+    def _run_scripts(self, state):
+        for index, script in enumerate(self.request_scripts):
+            run = script.prepare(state)
             try:
                 status = run.start(script.request_entry, (), self.slice_budget)
             except ScriptFault as fault:
@@ -230,17 +249,17 @@ class ScriptChain:
 
     def _finish(self, state, kind, status=0, body=b"", proxy_url=""):
         ctx = state.ctx
-        if state.hooks and kind != ABORT:  # the hooks still need the request and its metadata
+        if kind != ABORT and ctx.response_hooks():  # the hooks still need the request and its metadata
             return ChainResult(kind, ctx, status, body, proxy_url, state)
         result = ChainResult(kind, ctx, status, body, proxy_url)
         self._contexts.append(ctx)
         return result
 
-    def _fault(self, state, script, run, fault, section=REQUEST_SECTION):
+    def _fault(self, state, script, run, fault):
         lines = run.state.take_log_lines()
         if lines:
             self._user_log(state, script.name, lines)
-        _log_error(f"[script_runtime] {state.request_id}: script '{script.name}' section '{section}' "
+        _log_error(f"[script_runtime] {state.request_id}: script '{script.name}' section '{REQUEST_SECTION}' "
                    f"failed at pc {fault.pc}: {fault}")
         script.release(run)
         return self._finish(state, FAULT, 500)
@@ -268,13 +287,7 @@ class ScriptChain:
                 if index == len(scripts):
                     return self._finish(state, NONE)
                 script = scripts[index]
-                run = script.acquire()
-                call = run.call
-                call.world = state.world
-                call.context = state.ctx
-                call.chain_state = state
-                call.depth = 0
-                run.begin(state.ctx)
+                run = script.prepare(state)
                 try:
                     status = self.timed(state, run.start, script.request_entry, (), self.slice_budget)
                 except ScriptFault as fault:
@@ -308,107 +321,115 @@ class ScriptChain:
                 pending = state.pending
 
     def timed(self, state, step, *args):
-        """Run one slice (start or resume), add its CPU time to the request, stop it past the budget."""
+        """Run one slice (start or resume) and add its CPU time to the request; Overtime past the budget."""
         started = time.thread_time()
-        try:
-            return step(*args)
-        finally:
-            state.cpu_ms += (time.thread_time() - started) * 1000.0
-            if state.cpu_ms > self.options.cpu_budget_ms:
-                raise Overtime()
+        status = step(*args)
+        state.cpu_ms += (time.thread_time() - started) * 1000.0
+        if status != DONE and state.cpu_ms > self.options.cpu_budget_ms:
+            raise Overtime()
+        return status
 
     # -- response hooks -------------------------------------------------------------
 
     def run_hooks(self, result, response):
-        """Run the response hooks `result` carries on `response` (edited in place) and release the request.
+        """Run the response hooks the scripts registered on `response` (edited in place); then release the request.
 
         Returns None when done, or an awaitable when a hook had to wait. A
-        hook that cannot be found is logged and skipped; one that faults is
-        logged and its changes to the response are undone. Metadata headers
-        are applied again afterwards, as hooks may have set some.
+        hook whose script or function does not exist is logged and skipped;
+        one that faults is logged and its changes to the response are undone.
+        Metadata headers are applied again afterwards, as hooks may set some.
+        When a hook called zs_res_continue_request, `result.hooks.rerun` is
+        set and the request is kept for `rerun`.
         """
         state = result.hooks
-        hooks = state.hooks
+        ctx = state.ctx
+        hooks = ctx.response_hooks()
+        ctx.begin_response(response.status, response.headers)
+        saved = (response.status, response.headers)
         for index, hook in enumerate(hooks):
-            started = self._start_hook(state, hook, response)
+            started = self._start_hook(state, hook, saved)
             if started is None:
                 continue
-            target, run, status, saved = started
+            target, run, status = started
             if status != DONE:
-                return self._hooks_later(state, response, index, target, run, status, saved)
-            self._hook_done(state, target, run)
+                return self._hooks_later(state, response, hooks, index, target, run, status, saved)
+            saved = self._hook_done(state, target, run)
         return self._hooks_finished(state, response)
 
-    def _start_hook(self, state, hook, response):
-        """(script, run, status, saved response) of a started hook, or None when it is skipped or failed."""
+    def _start_hook(self, state, hook, saved):
+        """(script, run, status) of a started hook, or None when it is skipped or failed at once
+        (then the response goes back to `saved`)."""
         script_name, function, input_text = hook
         target = self.find(script_name)
         entry = target.call_entry(function) if target is not None else None
         if entry is None:
-            _log_error(f"[script_runtime] {state.request_id}: response hook {script_name}:{function} skipped: "
-                       f"no script '{script_name}' with ZS_CALL_ENTRY({function})")
+            _log_error(f"[script_runtime] {state.request_id}: response hook '{script_name}' "
+                       f"'{CALL_SECTION_PREFIX}{function}' skipped: no such script or function")
             return None
-        run = target.acquire()
-        call = run.call
-        call.world = state.world
-        call.context = state.ctx
-        call.chain_state = state
-        call.depth = 0
-        call.response = response
-        run.begin(state.ctx)
-        saved = (response.status, list(response.headers))
+        run = target.prepare(state, in_hook=True)
         try:
             calldata = run.alloc(struct.pack("<q", run.json_parse(input_text)))
             status = run.start(entry, (calldata,), self.slice_budget)
         except (ScriptFault, MemoryError) as fault:
-            self._hook_failed(state, target, run, function, fault, response, saved)
+            self._hook_failed(state, target, run, function, fault, saved)
             return None
-        return target, run, status, saved
+        return target, run, status
 
     def _hook_done(self, state, target, run):
+        """The response as this hook left it, kept in case a later hook fails."""
         lines = run.state.take_log_lines()
         if lines:
             self._user_log(state, target.name, lines)
-        run.call.response = None
         target.release(run)
+        status, headers, _ = state.ctx.response()
+        return status, headers
 
-    def _hook_failed(self, state, target, run, function, fault, response, saved):
+    def _hook_failed(self, state, target, run, function, fault, saved):
         _log_error(f"[script_runtime] {state.request_id}: response hook script '{target.name}' section "
                    f"'{CALL_SECTION_PREFIX}{function}' failed at pc {getattr(fault, 'pc', None)}: {fault}; "
                    f"its changes to the response are undone")
-        response.status, response.headers[:] = saved
-        run.call.response = None
+        state.ctx.begin_response(*saved)
         target.release(run)
 
-    async def _hooks_later(self, state, response, index, target, run, status, saved):
-        hooks = state.hooks
+    async def _hooks_later(self, state, response, hooks, index, target, run, status, saved):
         while True:
+            function = hooks[index][1]
             try:
                 await self.drive(state, run, status, state.pending)
-                self._hook_done(state, target, run)
+                saved = self._hook_done(state, target, run)
             except ScriptFault as fault:
-                self._hook_failed(state, target, run, hooks[index][1], fault, response, saved)
+                self._hook_failed(state, target, run, function, fault, saved)
             except Overtime:
-                self._hook_failed(state, target, run, hooks[index][1], ScriptFault("over the CPU budget"),
-                                  response, saved)
-                break
+                self._hook_failed(state, target, run, function, ScriptFault("over the CPU budget"), saved)
+                return self._hooks_finished(state, response)
             while True:
                 index += 1
                 if index == len(hooks):
                     return self._hooks_finished(state, response)
-                started = self._start_hook(state, hooks[index], response)
+                started = self._start_hook(state, hooks[index], saved)
                 if started is not None:
                     break
-            target, run, status, saved = started
-        return self._hooks_finished(state, response)
+            target, run, status = started
 
     def _hooks_finished(self, state, response):
         ctx = state.ctx
-        headers = ctx.response_headers()
-        if headers:
-            set_headers(response.headers, headers)
-        state.hooks = []
+        status, headers, state.rerun = ctx.response()
+        if state.rerun:  # the request runs again: keep its context
+            return
+        replacements = metadata_headers(tuple(ctx.metadata()))
+        if replacements:
+            set_headers(headers, replacements)
+        response.status = status
+        response.headers = headers
         self._contexts.append(ctx)
+        state.ctx = None
+
+    def release(self, result):
+        """Give back the request a result still holds (hooks pending) when it will not be answered."""
+        state = result.hooks
+        if state is not None and state.ctx is not None:
+            self._contexts.append(state.ctx)
+            state.ctx = None
 
     # -- zs_call --------------------------------------------------------------------
 
@@ -426,13 +447,7 @@ class ScriptChain:
         if entry is None or call.depth >= MAX_CALL_DEPTH:
             caller.json_text(handle)  # an invalid input handle still faults the caller
             return -1
-        callee = target.acquire()
-        callee_call = callee.call
-        callee_call.world = call.world
-        callee_call.context = call.context
-        callee_call.chain_state = state
-        callee_call.depth = call.depth + 1
-        callee.begin(call.context)
+        callee = target.prepare(state, call.depth + 1)
         try:
             input_handle = callee.json_copy_from(caller, handle)
         except ValueError as error:
@@ -474,6 +489,22 @@ class ScriptChain:
                    f"'{CALL_SECTION_PREFIX}{function}' failed at pc {fault.pc}: {fault}")
         target.release(callee)
         return -1
+
+
+@functools.lru_cache(maxsize=1024)
+def metadata_headers(metadata):
+    """[(lowercase name, value)] the `zs.response.header.<name>` keys of `metadata` set; invalid ones are skipped.
+
+    `metadata` is a tuple of (key, value) pairs; scripts mostly set the same
+    ones request after request, so the answer is cached.
+    """
+    headers = []
+    for key, value in metadata:
+        if key.startswith(RESPONSE_HEADER_PREFIX):
+            name = key[_PREFIX_LENGTH:].strip().lower()
+            if _TOKEN.fullmatch(name) and not _BAD_VALUE.search(value):
+                headers.append((name, value))
+    return tuple(headers)
 
 
 def set_headers(headers, replacements):

@@ -32,6 +32,12 @@ _IDLE = 2  # keep-alive, no request in progress: idle timeout
 _HEAD = 3  # request head in progress: header timeout (not reset by trickling bytes)
 _BODY = 4  # request body in progress: body timeout, reset by each read
 _WRITE = 5  # the peer is not reading our output: write timeout
+_LINGER = 6  # our side is shut: reading and discarding until the peer closes
+
+# After our last byte, input is read and dropped for up to this long before the
+# socket closes: closing with unread input sends a RST, which can destroy a 413
+# or 431 the peer has not read yet while it is still sending.
+_LINGER_SECONDS = 2.0
 
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
          b"content-length: 19\r\nserver: zeroserve\r\nconnection: close\r\n\r\nService Unavailable")
@@ -70,7 +76,8 @@ class Connection(asyncio.Protocol):
         self._stream_worlds = {}  # HTTP/2 stream id → World of its request
         self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of it so far
         self._paused = False
-        self._closed = False
+        self._closed = False  # we will write nothing more
+        self._lost = False  # the transport is gone
         self._timer = _START
         self._since = 0.0
         self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
@@ -118,6 +125,9 @@ class Connection(asyncio.Protocol):
         self._arm()
 
     def eof_received(self):
+        if self._closed:  # lingering: the peer has read everything and closed
+            self._transport.close()
+            return True
         if self._http is not None and not self._h2 and self._queue:
             self._http.stop()  # answer what was asked, then close
             return True
@@ -126,6 +136,8 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self):
         self._paused = True
+        if self._closed:
+            return
         self._transport.pause_reading()  # do not take requests faster than we can answer
         self._timer = _WRITE
         self._since = self._loop.time()
@@ -140,6 +152,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._closed = True
+        self._lost = True
         self._server.connections.discard(self)
         for pending in self._queue:
             if pending.response is not None and pending.data is None:  # partly written
@@ -388,6 +401,10 @@ class Connection(asyncio.Protocol):
     def check_timeout(self, now):
         """Called by the worker's ticker: act on a timeout that has run out."""
         timer = self._timer
+        if timer == _LINGER:
+            if now - self._since > _LINGER_SECONDS:
+                self._transport.close()
+            return
         if timer == _NOTHING or self._closed:
             return
         limits = self._limits
@@ -432,13 +449,21 @@ class Connection(asyncio.Protocol):
                 self._close()
 
     def _close(self):
+        """Send what is queued and shut our side; linger until the peer closes (or a short while)."""
         if not self._closed:
             self._closed = True
-            self._transport.write(self._session.close())
-            self._transport.close()
+            transport = self._transport
+            transport.write(self._session.close())
+            if self._paused:  # the peer is not reading anyway
+                transport.close()
+                return
+            transport.resume_reading()
+            transport.write_eof()
+            self._timer = _LINGER
+            self._since = self._loop.time()
 
     def abort(self):
         """Drop the connection now, unsent output included."""
-        if not self._closed:
-            self._closed = True
+        self._closed = True
+        if not self._lost:
             self._transport.abort()

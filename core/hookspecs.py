@@ -127,9 +127,12 @@ def zeroserve_configure_tls(tls, config):
 def zeroserve_world_ready(world):
     """Provision what this plugin needs for a world that is about to serve.
 
-    Called once per world, in each worker, after the world is fully built
-    and verified and before it replaces the previous one. ``world`` is
-    immutable; keep per-world state in ``world.plugin_state[name]`` (set by
+    Called once per world build, in the process that built it, after the
+    world is fully built and verified and before it serves: at start-up in
+    the parent (workers inherit the world when they fork), and on a reload
+    in the parent (which checks the new site first) and again in each worker.
+    Do not start threads or open connections here; do that in
+    ``zeroserve_worker_started`` or lazily. ``world`` is immutable; keep per-world state in ``world.plugin_state[name]`` (set by
     ``zeroserve_world_state``) and process-wide state (pools, caches,
     shared-memory tables) in the plugin module, which outlives reloads.
     """
@@ -139,10 +142,14 @@ def zeroserve_world_ready(world):
 def zeroserve_world_state(config, site):
     """Return this plugin's per-world state object, or None.
 
-    Called once per world build. The returned object is stored in
-    ``world.plugin_state`` under the plugin's name and reaches its helpers
-    through ``HelperCall.world``. It must not change once built: the world
-    is shared by every request that started on it.
+    Called once per world build, after the scripts loaded and before
+    ``zeroserve_world_ready``; ``site`` is the world's ``zeroserve.core.site.Site``
+    (read files with ``site.get(path)`` and ``site.read(entry)``). The
+    returned object is stored in ``world.plugin_state`` under the plugin's
+    name and reaches its helpers as ``call.plugin_state(name)``. It must not
+    change once built: the world is shared by every request that started on
+    it. Raise ``ConfigError`` to refuse the site (at a reload the old world
+    keeps serving).
     """
 
 
@@ -150,8 +157,9 @@ def zeroserve_world_state(config, site):
 def zeroserve_world_retired(world):
     """Clean up after a world that no request uses any more.
 
-    Called once per world, in each worker, after a newer world replaced it
-    and the last request that started on it has finished.
+    Called once per ``zeroserve_world_ready``, in the same process, after a
+    newer world replaced it and the last request that started on it has
+    finished.
     """
 
 

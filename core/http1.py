@@ -89,6 +89,8 @@ class H1Connection:
                 if data and self.state != DONE:
                     continue
             except httptools.HttpParserCallbackError:
+                if self._failure is None:  # not one of our limits: a bug, let it show
+                    raise
                 self._fail(self._failure)
             except httptools.HttpParserError as exc:
                 if self.state != DONE:  # bytes after a final request are ignored
@@ -154,7 +156,7 @@ class H1Connection:
         self.state = BODY
         self._pending_head = 0
         declared = self._header_value("content-length")  # llhttp has validated it
-        length = int(declared) if declared else 0
+        length = int(declared) if declared and declared.isdigit() else 0
         if length > self._limits.max_body_bytes:
             self._stop(413, "request body too large")
         self._request = Request(

@@ -14,10 +14,9 @@ Strings go in and out as `str` (header text as Latin-1, everything else as
 UTF-8 with surrogateescape) or as `bytes` where noted.
 """
 
-import weakref
-
+from zeroserve.core.errors import ScriptLoadError
 from zeroserve.native._zsvm import ffi, lib
-from zeroserve.vm import DEFAULT_MEMORY_KB, Run, _take_error
+from zeroserve.vm import DEFAULT_MEMORY_KB, Run
 
 __all__ = [
     "OUTCOME_NONE", "OUTCOME_ABORT", "OUTCOME_RESPOND", "OUTCOME_PROXY",
@@ -44,8 +43,13 @@ def _utf8(text):
     return text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
 
 
-def _latin1(text):
-    return text if isinstance(text, bytes) else text.encode("latin-1")
+def _pack_pairs(pairs):
+    """[(name, value)] (all str, or all bytes) -> b"name\\0value\\0..." in one join and one encode."""
+    if not pairs:
+        return b""
+    if isinstance(pairs[0][0], bytes):
+        return b"\0".join([item for pair in pairs for item in pair]) + b"\0"
+    return ("\0".join([item for pair in pairs for item in pair]) + "\0").encode("latin-1")
 
 
 def _check(rc, what):
@@ -66,6 +70,11 @@ def _unpack_pairs(data, name_codec, value_codec):
         (parts[i].decode(name_codec, "surrogateescape"), parts[i + 1].decode(value_codec, "surrogateescape"))
         for i in range(0, len(parts) - 1, 2)
     ]
+
+
+def _fault_message(run):
+    """The message a helper fault left on a C run."""
+    return ffi.string(lib.zs_run_fault_message(run)).decode("utf-8", "replace")
 
 
 def core_helper_defs():
@@ -95,29 +104,22 @@ class RequestContext:
         self._ptr = ffi.new("const char **")
         self._len = ffi.new("size_t *")
 
-    @property
-    def ptr(self):
-        """The C struct zs_reqctx *."""
-        return self._ctx
-
     def begin(self, method, path, normalized_path, query, scheme, peer, proto=(1, 1), is_tls=False,
               headers=(), body_limit=DEFAULT_BODY_LIMIT):
         """Empties the context and fills it. path is the normalised, still-encoded path
         (NormalizedPath.script_path), normalized_path "/" + the decoded relative path,
-        peer "ip:port" ("[v6]:port"), headers [(name, value)] in wire order."""
-        m, p, n, q, s, r = (_utf8(method), _utf8(path), _utf8(normalized_path), _utf8(query),
-                            _utf8(scheme), _utf8(peer))
-        _check(lib.zs_reqctx_begin(self._ctx, m, len(m), p, len(p), n, len(n), q, len(q), s, len(s),
-                                   r, len(r), proto[0], proto[1], 1 if is_tls else 0, body_limit),
+        peer "ip:port" ("[v6]:port"), headers [(name, value)] in wire order. The fields are
+        all str (headers Latin-1, the rest UTF-8) or all bytes; bytes skip the encoding."""
+        fields = (method, path, query, scheme, peer)
+        if method.__class__ is bytes:
+            request = b"\0".join(fields) + b"\0"
+        else:
+            request = ("\0".join(fields) + "\0").encode("utf-8", "surrogateescape")
+            normalized_path = normalized_path.encode("utf-8", "surrogateescape")
+        packed = _pack_pairs(headers)
+        _check(lib.zs_reqctx_begin(self._ctx, request, len(request), normalized_path, len(normalized_path),
+                                   packed, len(packed), proto[0], proto[1], 1 if is_tls else 0, body_limit),
                "request context")
-        if headers:
-            packed = b"\0".join(_latin1(name) + b"\0" + _latin1(value) for name, value in headers) + b"\0"
-            _check(lib.zs_reqctx_add_headers(self._ctx, packed, len(packed)), "request headers")
-
-    def add_header(self, name, value):
-        """Appends one header (the name is stored lowercased)."""
-        n, v = _latin1(name), _latin1(value)
-        _check(lib.zs_reqctx_add_header(self._ctx, n, len(n), v, len(v)), "request header")
 
     def set_body(self, body):
         """The buffered request body zs_req_body_json parses (bytes)."""
@@ -130,7 +132,7 @@ class RequestContext:
                "connection info")
 
     def _field(self, field):
-        lib.zs_reqctx_get(self._ctx, field, self._ptr, self._len)
+        _check(lib.zs_reqctx_get(self._ctx, field, self._ptr, self._len), "request field")
         return ffi.unpack(self._ptr[0], self._len[0]).decode("utf-8", "surrogateescape")
 
     @property
@@ -183,6 +185,26 @@ class RequestContext:
         return [(key[cut:].strip(), value) for key, value in self.metadata()
                 if key.startswith(RESPONSE_HEADER_PREFIX)]
 
+    def response_hooks(self):
+        """[(script, func, input JSON text)] registered by zs_res_hook, in order."""
+        if not lib.zs_reqctx_hook_count(self._ctx):
+            return []
+        _check(lib.zs_reqctx_hooks_export(self._ctx, self._ptr, self._len), "response hooks")
+        parts = ffi.unpack(self._ptr[0], self._len[0]).decode("utf-8", "surrogateescape").split("\0")
+        return [tuple(parts[i:i + 3]) for i in range(0, len(parts) - 1, 3)]
+
+    def begin_response(self, status, headers):
+        """The response hooks see: status and [(name, value)] (names are lowercased)."""
+        packed = _pack_pairs(headers)
+        _check(lib.zs_reqctx_response_begin(self._ctx, status, packed, len(packed)), "response")
+
+    def response(self):
+        """(status, [(name, value)], continue_request) after the hooks ran."""
+        _check(lib.zs_reqctx_response_headers_export(self._ctx, self._ptr, self._len), "response")
+        headers = _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "latin-1", "latin-1")
+        return (lib.zs_reqctx_response_status(self._ctx), headers,
+                bool(lib.zs_reqctx_response_continue(self._ctx)))
+
     def set_meta(self, key, value):
         """Sets metadata from the host side (plugins); the key is trimmed."""
         k, v = _utf8(key), _utf8(value)
@@ -211,10 +233,13 @@ class ScriptState:
         """The C struct zs_scriptrun *."""
         return self._sr
 
-    def begin(self, ctx):
-        """A new execution context on request ctx: handles freed, outcome and logs cleared."""
+    def begin(self, ctx, name="", in_hook=False):
+        """A new execution context of script `name` on request ctx (in_hook: as a response
+        hook): handles freed, outcome and logs cleared."""
         self.ctx = ctx
-        lib.zs_scriptrun_begin(self._sr, ctx._ctx)
+        data = _utf8(name)
+        _check(lib.zs_scriptrun_begin(self._sr, ctx._ctx, data, len(data), 1 if in_hook else 0),
+               "script state")
 
     @property
     def outcome(self):
@@ -250,28 +275,29 @@ class ScriptState:
 class ScriptRun(Run):
     """A vm.Run whose host is a ScriptState, so core helpers find the request.
 
-    The C struct's first member carries the wrapper's handle: the VM's Python
-    helper dispatch must read it from there (see the report of this module).
+    The C run is created with the state as its host; the state's first member
+    carries the wrapper's handle, which the VM's Python helper dispatch must
+    read from there (requested of native/vm: `Run(..., host=)`).
     """
 
     __slots__ = ("state",)
 
     def __init__(self, program, state, memory_kb=DEFAULT_MEMORY_KB):
-        self.program = program
+        super().__init__(program, memory_kb)
         self.state = state
-        self._handle = ffi.new_handle(weakref.ref(self))
-        ffi.cast("void **", state._sr)[0] = self._handle
+        ffi.cast("void **", state.ptr)[0] = self._handle
         errmsg = ffi.new("char **")
-        run = lib.zs_run_new(program._prog, int(memory_kb) * 1024, state._sr, errmsg)
+        run = lib.zs_run_new(program._prog, int(memory_kb) * 1024, state.ptr, errmsg)
         if run == ffi.NULL:
-            raise _take_error(errmsg, "cannot create a script run")
+            message = ffi.string(errmsg[0]).decode("utf-8", "replace") if errmsg[0] else "out of memory"
+            lib.free(errmsg[0])
+            raise ScriptLoadError(f"cannot create a script run: {message}")
         self._run = ffi.gc(run, lib.zs_run_free)
         self._regs = lib.zs_run_regs(run)
-        self._args = ffi.new("uint64_t[5]")
 
-    def begin(self, ctx):
+    def begin(self, ctx, name="", in_hook=False):
         """Prepares this run for a new execution context on ctx (state and memory charges)."""
-        self.state.begin(ctx)
+        self.state.begin(ctx, name, in_hook)
         self.reset()
 
     def json_parse(self, text):
@@ -279,19 +305,21 @@ class ScriptRun(Run):
         data = _utf8(text)
         handle = lib.zs_script_json_parse(self._run, data, len(data))
         if handle == -2:
-            raise MemoryError(self._helper_fault_message())
+            raise MemoryError(_fault_message(self._run))
         return handle
 
     def json_copy_from(self, other, handle):
         """Copies handle of run `other` into this run (zs_call input and result)."""
         copied = lib.zs_script_json_copy(self._run, other._run, handle)
+        if copied == -2:
+            raise ValueError(_fault_message(other._run))
         if copied < 0:
-            raise ValueError(f"JSON handle {handle} cannot be copied: {other._helper_fault_message()}")
+            raise MemoryError(_fault_message(self._run))
         return copied
 
     def json_text(self, handle):
         """The compact JSON text of a live handle of this run."""
         ptr, length = ffi.new("const char **"), ffi.new("size_t *")
         if lib.zs_script_json_serialize(self._run, handle, ptr, length) < 0:
-            raise ValueError(self._helper_fault_message())
+            raise ValueError(_fault_message(self._run))
         return ffi.unpack(ptr[0], length[0]).decode("utf-8")

@@ -38,6 +38,7 @@ _SERVER_ALPN = ffi.new("uint8_t[]", b"\x02h2\x08http/1.1")
 _SERVER_ALPN_LEN = len(_SERVER_ALPN) - 1  # without ffi.new's trailing NUL
 _CLIENT_ALPN = b"\x08http/1.1"
 _ALPN_NAMES = {b"h2": "h2", b"http/1.1": "http/1.1"}
+_ALPN_EXTENSION = 16  # RFC 7301
 
 # The first of these that exists is the client's trust store when no CA file is given.
 SYSTEM_CA_BUNDLES = (
@@ -85,6 +86,9 @@ def _read_file(path, what):
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
+_PEM_END = "PEM routines: NO_START_LINE"
+
+
 def _pem_bio(data):
     # BIO_new_mem_buf reads `data` in place; the caller keeps `data` alive while the BIO is used.
     return ffi.gc(check_ptr(lib.BIO_new_mem_buf(data, len(data)), "BIO_new_mem_buf"), lib.BIO_free)
@@ -112,10 +116,15 @@ class Identity:
         certs = []
         while (x509 := lib.PEM_read_bio_X509(bio, ffi.NULL, ffi.NULL, ffi.NULL)) != ffi.NULL:
             certs.append(ffi.gc(x509, lib.X509_free))
-        # Reading stops with an error entry (no further PEM block); only the first read's reasons matter.
+        # Reading ends with NO_START_LINE when no certificate block is left; any other reason means a
+        # damaged block, which must not silently shorten the chain.
         reasons = drain_errors()
         if not certs:
             raise ConfigError(f"certificate file {cert_path} holds no PEM certificate ({'; '.join(reasons)})")
+        if reasons != [_PEM_END]:
+            raise ConfigError(
+                f"certificate file {cert_path}: certificate {len(certs) + 1} is damaged ({'; '.join(reasons)})"
+            )
 
         key = lib.PEM_read_bio_PrivateKey(_pem_bio(key_pem), ffi.NULL, ffi.NULL, ffi.NULL)
         if key == ffi.NULL:
@@ -248,6 +257,18 @@ class ClientHello:
         """The SNI host name, or None."""
         return string(lib.SSL_get_servername(self._hello.ssl, lib.TLSEXT_NAMETYPE_host_name))
 
+    @property
+    def alpn_offered(self):
+        """The ALPN protocol names the client offers, in its order (empty when it sends no ALPN)."""
+        body = self.extension(_ALPN_EXTENSION)
+        names = []
+        position = 2  # after the list's own 2-byte length
+        while body is not None and position < len(body):
+            length = body[position]
+            names.append(body[position + 1 : position + 1 + length].decode("ascii", "replace"))
+            position += 1 + length
+        return names
+
     def extension(self, extension_type):
         """The body of one extension, or None when the client did not send it."""
         data = ffi.new("const uint8_t **")
@@ -283,10 +304,48 @@ def _new_ctx():
     return ffi.gc(check_ptr(lib.SSL_CTX_new(lib.TLS_method()), "SSL_CTX_new"), lib.SSL_CTX_free)
 
 
+class TLSConfigBuilder:
+    """The TLS material of a world being built, which plugins add to before the ServerContext is made.
+
+    The world build creates it with the default identity (--cert/--key, or the self-signed certificate)
+    and the worker's TicketKeys, passes it to the zeroserve_configure_tls hook, then calls build().
+    Plugins may replace `identity`, set `ech_keys` (an SSL_ECH_KEYS * made with the binding), and add
+    ClientHello inspectors: `inspector(session, hello)` runs on every handshake, in the order added; it may
+    call session.use_identity_of(context) for a ServerContext it made with the same ticket_keys, or raise
+    to refuse the handshake (the exception comes out of TLSSession.receive unchanged).
+    """
+
+    __slots__ = ("identity", "ticket_keys", "ech_keys", "inspectors")
+
+    def __init__(self, identity, ticket_keys):
+        self.identity = identity
+        self.ticket_keys = ticket_keys
+        self.ech_keys = None
+        self.inspectors = []
+
+    def add_inspector(self, inspector):
+        """Run inspector(session, hello) on every ClientHello, after those added before it."""
+        self.inspectors.append(inspector)
+
+    def build(self):
+        """The ServerContext of this configuration."""
+        inspectors = tuple(self.inspectors)
+        if not inspectors:
+            on_client_hello = None
+        elif len(inspectors) == 1:
+            on_client_hello = inspectors[0]
+        else:
+            def on_client_hello(session, hello):
+                for inspector in inspectors:
+                    inspector(session, hello)
+        return ServerContext(self.identity, self.ticket_keys, on_client_hello=on_client_hello, ech_keys=self.ech_keys)
+
+
 class ServerContext:
     """The server's SSL_CTX: TLS 1.3 only, one identity, ALPN h2 then http/1.1, rotating tickets, no 0-RTT.
 
-    This is the one place a server SSL_CTX is made. Plugins extend it through two arguments:
+    This is the one place a server SSL_CTX is made (TLSConfigBuilder.build gathers its arguments for a
+    world). Plugins extend it through two arguments:
     `on_client_hello(session, hello)` runs for every handshake before certificate selection (it may call
     session.use_identity_of(other_context) or raise to refuse the handshake; the exception comes out of
     TLSSession.receive unchanged), and `ech_keys` is an `SSL_ECH_KEYS *` built with the binding.

@@ -66,7 +66,7 @@ def check_ptr(pointer, what):
 
 
 def ssl_error(ssl, result, what):
-    """Classify a failed SSL_* I/O call: return WANT_READ, WANT_WRITE, CLOSED or PENDING_CERTIFICATE; raise otherwise."""
+    """Classify a failed SSL_* I/O call: WANT_READ, WANT_WRITE, CLOSED or PENDING_CERTIFICATE; else raise TLSError."""
     code = lib.SSL_get_error(ssl, result)
     if code in (WANT_READ, WANT_WRITE, CLOSED, PENDING_CERTIFICATE):
         return code

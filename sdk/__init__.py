@@ -63,7 +63,7 @@ class HelperCall:
     the script, as a ``HelperError`` raised by the helper does.
     """
 
-    __slots__ = ("run", "world", "context", "script", "depth", "chain_state", "response")
+    __slots__ = ("run", "world", "context", "script", "depth", "chain_state")
 
     def __init__(self, run):
         self.run = run  # the zeroserve.vm.Run executing the script
@@ -71,8 +71,7 @@ class HelperCall:
         self.context = None  # the zeroserve.core.script_abi.RequestContext of the request
         self.script = None  # the name of the calling script, e.g. "10-auth.o"
         self.depth = 0  # zs_call nesting: 0 for a chain script
-        self.chain_state = None  # the chain's per-request state (response hooks, pending helper)
-        self.response = None  # in a response hook: the zeroserve.core.request.Response about to be sent
+        self.chain_state = None  # the chain's per-request state (the pending async helper, CPU used)
 
     def read(self, addr, length):
         """``length`` bytes of script memory at ``addr``."""

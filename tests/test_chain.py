@@ -193,6 +193,11 @@ def run(chain, path, query=""):
     return result
 
 
+def meta(result):
+    """The metadata a ChainResult carries, as a dict."""
+    return dict(result.metadata)
+
+
 async def _await(awaitable):
     return await awaitable
 
@@ -207,23 +212,23 @@ def test_chain_runs_scripts_in_name_order(main_chain):
     """Every request script runs in byte order of its name, sharing the metadata map."""
     result = run(main_chain, "/")
     assert result.kind == NONE
-    assert result.metadata["order"] == "ab"
-    assert result.metadata["later"] == "ran"
+    assert meta(result)["order"] == "ab"
+    assert meta(result)["later"] == "ran"
 
 
 def test_chain_respond_stops_after_script(main_chain):
     """zs_respond ends the chain once its script returns; the script itself runs to its end."""
     result = run(main_chain, "/respond")
     assert (result.kind, result.status, result.body) == (RESPOND, 201, b"made")
-    assert result.metadata["after-respond"] == "still running"
-    assert "later" not in result.metadata
+    assert meta(result)["after-respond"] == "still running"
+    assert "later" not in meta(result)
 
 
 def test_chain_abort_stops_chain(main_chain):
     """zs_abort ends the chain with the abort outcome."""
     result = run(main_chain, "/abort")
     assert result.kind == ABORT
-    assert "later" not in result.metadata
+    assert "later" not in meta(result)
 
 
 def test_chain_proxy_outcome_has_trimmed_url(main_chain):
@@ -237,7 +242,7 @@ def test_chain_fault_gives_500_and_one_log_line(main_chain, caplog):
     with caplog.at_level(logging.ERROR, logger="zeroserve.core.chain"):
         result = run(main_chain, "/trap")
     assert (result.kind, result.status) == (FAULT, 500)
-    assert "later" not in result.metadata
+    assert "later" not in meta(result)
     failures = [r.getMessage() for r in caplog.records if "failed at pc" in r.getMessage()]
     assert len(failures) == 1
     assert re.search(r"req-1: script '20-decide.o' section 'zeroserve.request' failed at pc \d+: .*zs_meta_set",
@@ -251,7 +256,7 @@ def test_chain_memory_fault_gives_500(main_chain, caplog):
         result = run(main_chain, "/wild")
     assert (result.kind, result.status) == (FAULT, 500)
     assert any("section 'zeroserve.request' failed at pc" in r.getMessage() for r in caplog.records)
-    assert run(main_chain, "/").metadata["order"] == "ab"
+    assert meta(run(main_chain, "/"))["order"] == "ab"
 
 
 def test_chain_mutations_read_back(main_chain):
@@ -353,3 +358,47 @@ def test_chain_zs_call_preempted_callee_resumes_caller(make_chain):
     assert inspect.isawaitable(result)
     result = asyncio.run(_await(result))
     assert (result.kind, result.status, result.body) == (RESPOND, 200, b"3000000")
+
+
+HOOKS = HEADER + """
+ZS_CALL_ENTRY(stamp, input)
+{
+    char type[64];
+    zs_res_header(ZS_STR("content-type"), type, sizeof type);
+    zs_meta_set(ZS_STR("zs.response.header.x-hook-saw"), ZS_STR(type));
+    if (zs_res_status() == 404)
+        zs_res_set_status(410);
+    return input;
+}
+
+ZS_CALL_ENTRY(broken, input)
+{
+    zs_res_set_status(299);
+    zs_meta_set("", 0, ZS_STR("x"));
+    return input;
+}
+
+ZS_ENTRY zs_u64 entry(void)
+{
+    zs_res_hook("", 0, ZS_STR("stamp"), zs_json_new_object());
+    zs_res_hook("", 0, ZS_STR("broken"), zs_json_new_object());
+    zs_res_hook(ZS_STR("nowhere"), ZS_STR("stamp"), zs_json_new_object());
+    return 0;
+}
+"""
+
+
+def test_chain_response_hooks_edit_and_roll_back(make_chain, caplog):
+    """Hooks run in order on the final response; a failing hook's changes are undone, a missing one skipped."""
+    from zeroserve.core.request import Response
+    chain = make_chain({"hooks": HOOKS})
+    result = run(chain, "/")
+    assert result.hooks is not None
+    response = Response(404, [("content-type", "text/plain"), ("content-length", "9")])
+    with caplog.at_level(logging.ERROR, logger="zeroserve.core.chain"):
+        assert chain.run_hooks(result, response) is None
+    assert response.status == 410
+    assert ("x-hook-saw", "text/plain") in response.headers
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "response hook script 'hooks.o' section 'zeroserve.call.broken' failed" in messages
+    assert "response hook 'nowhere' 'zeroserve.call.stamp' skipped" in messages

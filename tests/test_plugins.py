@@ -9,6 +9,7 @@ geoip-like example plugin is pip-installed into the test environment.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,10 +302,12 @@ def test_hook_unconfigure(recorder_path, site_with, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def geoip_installed():
-    """The examples/plugin-geoip-like package installed into this environment with pip."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    str(REPO / "examples" / "plugin-geoip-like")], check=True, capture_output=True, timeout=300)
+def geoip_installed(tmp_path_factory):
+    """The examples/plugin-geoip-like package installed into this environment with pip (built in a copy)."""
+    source = tmp_path_factory.mktemp("geoip") / "plugin-geoip-like"
+    shutil.copytree(REPO / "examples" / "plugin-geoip-like", source)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
+                   check=True, capture_output=True, timeout=300)
     assert "geoip" in installed_plugins()
 
 

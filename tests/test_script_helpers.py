@@ -10,8 +10,11 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from zeroserve.core.errors import ScriptFault
+from zeroserve.core.errors import ProtocolError, ScriptFault
+from zeroserve.core.paths import normalize_request_path
 from zeroserve.core.script_abi import (
     CHANGED_HEADERS, CHANGED_METHOD, CHANGED_URI, OUTCOME_ABORT, OUTCOME_NONE, OUTCOME_PROXY,
     OUTCOME_RESPOND, URI_INVALID, RequestContext, ScriptRun, ScriptState, core_helper_defs,
@@ -74,9 +77,10 @@ class Harness:
         self.begin()
 
     def begin(self, method="GET", path="/a/b%20c/", normalized="/a/b c", query="", scheme="https",
-              peer="192.0.2.7:4711", proto=(1, 1), is_tls=True, headers=HEADERS, body_limit=256 * 1024):
+              peer="192.0.2.7:4711", proto=(1, 1), is_tls=True, headers=HEADERS, body_limit=256 * 1024,
+              name="10-test.o", in_hook=False):
         self.ctx.begin(method, path, normalized, query, scheme, peer, proto, is_tls, headers, body_limit)
-        self.run.begin(self.ctx)
+        self.run.begin(self.ctx, name, in_hook)
 
     def call(self, helper, *args):
         """The helper's signed result; Out arguments get their addr set."""
@@ -161,7 +165,7 @@ def test_cstring_overlapping_output_faults(h):
 # ---- request inspection ----
 
 
-def test_request_fields_match_context(h):
+def test_request_fields_come_from_context(h):
     """method, path, normalized path, uri, query, scheme and peer come from the context."""
     h.begin(method="POST", path="/x/%41/", normalized="/x/A", query="q=1&r", scheme="http",
             peer="[2001:db8::1]:443", proto=(2, 0), is_tls=False)
@@ -174,6 +178,15 @@ def test_request_fields_match_context(h):
     assert h.string("zs_req_peer") == (17, b"[2001:db8::1]:443")
     assert (h.call("zs_req_proto_major"), h.call("zs_req_proto_minor")) == (2, 0)
     assert h.call("zs_req_is_tls") == 0 and h.call("zs_req_tls_handshake_complete") == 0
+
+
+def test_request_normalized_path_may_hold_nul(h):
+    """A decoded path holding NUL (from %00) reaches scripts whole."""
+    h.begin(path="/a%00b", normalized="/a\x00b")
+    out = Out(8)
+    assert h.call("zs_req_normalized_path", out, 8) == 4
+    assert h.read(out)[:5] == b"/a\x00b\x00"
+    assert h.string("zs_req_path") == (6, b"/a%00b")
 
 
 def test_request_uri_without_query_is_path(h):
@@ -283,16 +296,16 @@ def test_set_method_changes_method(h):
         h.call("zs_req_set_method", "BAD METHOD", 10)
 
 
-@pytest.mark.parametrize("uri, path, normalized, query", [
-    ("/new/./x/../y/?a=1#frag", "/new/y/", "/new/y", "a=1"),
-    ("/%7Euser/file", "/%7Euser/file", "/~user/file", ""),
-    ("https://other.example:8443/p?q", "/p", "/p", "q"),
-    ("http://h", "/", "/", ""),
+@pytest.mark.parametrize("uri, raw, path, normalized, query", [
+    ("/new/./x/../y/?a=1#frag", "/new/./x/../y/", "/new/y/", "/new/y", "a=1"),
+    ("/%7Euser/file", "/%7Euser/file", "/%7Euser/file", "/~user/file", ""),
+    ("https://other.example:8443/p?q", "/p", "/p", "/p", "q"),
+    ("http://h", "/", "/", "/", ""),
 ])
-def test_set_uri_renormalises(h, uri, path, normalized, query):
+def test_set_uri_renormalises(h, uri, raw, path, normalized, query):
     """zs_req_set_uri updates path, normalized path and query, dropping a fragment."""
     assert h.call("zs_req_set_uri", uri, len(uri)) == 0
-    assert (h.ctx.path, h.ctx.normalized_path, h.ctx.query) == (path, normalized, query)
+    assert (h.ctx.raw_path, h.ctx.path, h.ctx.normalized_path, h.ctx.query) == (raw, path, normalized, query)
     assert h.ctx.changed & CHANGED_URI and not h.ctx.changed & URI_INVALID
     assert h.string("zs_req_path") == (len(path), path.encode())
 
@@ -304,13 +317,29 @@ def test_set_uri_bad_path_flags_invalid(h, uri):
     assert h.ctx.changed & URI_INVALID
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.text(alphabet="/.%2fF5e0aZ~-", max_size=24))
+def test_set_uri_normalises_like_the_server(h, path):
+    """zs_req_set_uri normalises a path exactly as the server does for the request line."""
+    h.begin()
+    target = "/" + path
+    assert h.call("zs_req_set_uri", target, len(target)) == 0
+    try:
+        expected = normalize_request_path(target)
+    except ProtocolError:
+        assert h.ctx.changed & URI_INVALID
+        return
+    assert not h.ctx.changed & URI_INVALID
+    assert (h.ctx.path, h.ctx.normalized_path) == (expected.script_path, "/" + expected.rel)
+
+
 def test_set_uri_unparseable_faults(h):
     """A target that is neither a path nor an absolute URI faults."""
     with pytest.raises(ScriptFault, match="zs_req_set_uri"):
         h.call("zs_req_set_uri", "no path", 7)
 
 
-def test_header_set_append_delete(h):
+def test_header_set_replaces_and_append_adds(h):
     """set replaces every value (empty value removes), append adds (sets for Host)."""
     def call(helper, name, value):
         return h.call(helper, name, len(name), value, len(value))
@@ -339,7 +368,7 @@ def test_header_set_append_delete(h):
     ("*OOK*", ["host", "x-multi", "x-multi", "content-length", "x-forwarded-for"]),
     ("*", []),
 ])
-def test_delete_header_patterns(h, pattern, remaining):
+def test_delete_header_matches_patterns(h, pattern, remaining):
     """Exact, prefix*, *suffix, *contains* and * patterns delete case-insensitively."""
     assert h.call("zs_req_delete_header", pattern, len(pattern)) == 0
     assert [n for n, _ in h.ctx.headers()] == remaining
@@ -369,6 +398,14 @@ def test_meta_set_get_trimmed_and_ordered(h):
     assert h.str_arg("zs_meta_get", "missing") == (0, b"")
 
 
+def test_meta_set_from_host_is_visible_to_scripts(h):
+    """Metadata the host sets (plugins) is read by zs_meta_get; an empty host key is refused."""
+    h.ctx.set_meta(" oidc.sub ", "user-1")
+    assert h.str_arg("zs_meta_get", "oidc.sub") == (6, b"user-1")
+    with pytest.raises(ValueError, match="empty"):
+        h.ctx.set_meta("  ", "x")
+
+
 def test_meta_set_empty_key_faults(h):
     """An empty (after trimming) metadata key faults, and so does a non-UTF-8 value."""
     with pytest.raises(ScriptFault, match="zs_meta_set: the key is empty"):
@@ -391,7 +428,7 @@ def test_respond_records_outcome(h):
     assert h.call("zs_response_pending") == 0 and h.state.outcome == OUTCOME_NONE
 
 
-def test_respond_status_mapping(h):
+def test_respond_status_outside_range_is_500(h):
     """A status outside 100..999 is sent as 500; one above 65535 faults."""
     h.call("zs_respond", 99, "", 0)
     assert h.state.status == 500
@@ -480,7 +517,7 @@ def test_env_get_reads_trimmed_name(h, monkeypatch):
 # ---- memory helpers ----
 
 
-def test_memcpy_memcmp_memset(h):
+def test_memory_helpers_copy_compare_fill(h):
     """memcpy copies and returns dst; memcmp gives the byte difference; memset fills."""
     dst = Out(8)
     src = h.run.alloc(b"abcdefgh")
@@ -533,7 +570,7 @@ B64 = {
 
 @pytest.mark.parametrize("encoding", [0, 1, 2, 3])
 @pytest.mark.parametrize("data", [b"", b"f", b"fo", b"foo", b"\xfb\xff\xfe", bytes(range(256))])
-def test_base64_round_trip(h, encoding, data):
+def test_base64_encodes_and_decodes_vectors(h, encoding, data):
     """Encoding matches Python's base64 per alphabet, out_len 0 gives the length, and decoding inverts it."""
     expected = B64[encoding](data)
     assert h.call("zs_base64_encode", data, len(data), Out(1), 0, encoding) == len(expected)
@@ -555,7 +592,7 @@ def test_base64_decode_rejects_bad_input(h, text, encoding):
     assert h.call("zs_base64_decode_in_place", text, len(text), encoding) == -1
 
 
-def test_base64_encode_traps(h):
+def test_base64_encode_bad_arguments_fault(h):
     """A short buffer or an unknown alphabet faults."""
     with pytest.raises(ScriptFault, match="too small"):
         h.call("zs_base64_encode", b"abcd", 4, Out(8), 7, 0)
@@ -563,7 +600,7 @@ def test_base64_encode_traps(h):
         h.call("zs_base64_encode", b"abcd", 4, Out(8), 8, 4)
 
 
-def test_hex_encode_and_decode(h):
+def test_hex_encodes_and_decodes(h):
     """Hex in both cases, out_len 0 gives 2n; decoding takes either case; odd or bad input gives -1."""
     data = bytes([0, 0x1F, 0xAB, 0xFF])
     assert h.call("zs_hex_encode", data, 4, Out(1), 0, 0) == 8
@@ -586,7 +623,7 @@ def test_hex_encode_and_decode(h):
 # ---- JSON ----
 
 
-def test_json_parse_and_read(h):
+def test_json_reads_parsed_values(h):
     """parse, get, array_get, read_string / i64 / bool, len and type follow the reference."""
     root = h.handle('{"s":"héllo","n":-42,"big":18446744073709551615,"f":1.5,"b":true,'
                     '"z":null,"a":[10,"x",{"k":false}],"o":{}}')
@@ -618,6 +655,24 @@ def test_json_parse_and_read(h):
     assert h.call("zs_json_len", key(root, "o")) == 0
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=JSON_VALUES)
+def test_json_round_trip_matches_python(h, value):
+    """Parsing and serialising any JSON value gives Python's compact, key-sorted text."""
+    h.begin()
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    handle = h.handle(text)
+    assert handle > 0
+    assert h.run.json_text(handle) == text
+
+
 def test_json_parse_invalid_returns_minus_one(h):
     """Invalid JSON, trailing bytes and bad UTF-8 give -1."""
     for text in [b"{", b"[1,]", b"01", b'{"a":1} x', b'"\xff"', b"nul", b'"\\ud800"']:
@@ -633,7 +688,7 @@ def test_json_read_size_rules_fault(h):
         h.call("zs_json_read_bool", n, Out(2), 2)
 
 
-def test_json_build_and_serialise(h):
+def test_json_builds_and_serialises_tree(h):
     """new_object/array, set, array_push/set, set_* and clone build a tree serialised compactly, keys sorted."""
     obj = h.call("zs_json_new_object")
     arr = h.call("zs_json_new_array")
@@ -661,7 +716,7 @@ def test_json_build_and_serialise(h):
     assert h.run.json_text(s) == '"a\\"\\n\\u0001"'
     assert h.call("zs_json_set_bool", s, 1) == 0 and h.run.json_text(s) == "true"
     assert h.call("zs_json_set_null", s) == 0 and h.run.json_text(s) == "null"
-    assert h.run.json_text(h.handle("[1.5,1e300,1.0,-0.25]")) == "[1.5,1e+300,1.0,-0.25]"
+    assert h.run.json_text(h.handle("[1.5,1e300,1.0,-0.25,1e-7]")) == "[1.5,1e300,1.0,-0.25,1e-7]"
 
 
 def test_json_epoch_rule_makes_other_handles_stale(h):
@@ -734,6 +789,8 @@ def test_json_host_copy_gives_callee_handle_one(programs):
     assert callee.run.json_copy_from(caller.run, source) == 1
     assert callee.run.json_text(1) == '{"in":1}'
     assert caller.run.json_parse("[2]") == source + 1
+    with pytest.raises(ValueError, match="not a live JSON handle"):
+        callee.run.json_copy_from(caller.run, 99)
 
 
 # ---- a whole request script ----
@@ -760,6 +817,7 @@ def test_chain_script_reads_request_and_responds(programs):
 
 
 def ops(h, helper, value):
+    """Calls a helper taking (JSON text, length) with value serialised."""
     text = json.dumps(value)
     return h.call(helper, text, len(text))
 
@@ -787,7 +845,7 @@ def test_replace_header_literal_and_regexp(h):
     ({"uri_substring": [{"find": "a=1", "replace": "b=2"}]}, "/api/v1/items", "b=2"),
     ({"uri_substring": [{"find": "i", "replace": "I", "limit": 1}]}, "/apI/v1/items", "a=1"),
 ])
-def test_rewrite_uri_operations(h, operations, path, query):
+def test_rewrite_uri_applies_operations(h, operations, path, query):
     """strip_path_prefix/suffix, path_regexp and uri_substring rewrite the URI and renormalise."""
     h.begin(path="/api/v1/items", normalized="/api/v1/items", query="a=1")
     assert ops(h, "zs_req_rewrite_uri", operations) == 0
@@ -803,7 +861,7 @@ def test_rewrite_uri_operations(h, operations, path, query):
     ({"replace": [{"key": "*", "search_regexp": "[0-9]", "replace": "#"}]}, "a=%23&a=%23&b=x+y"),
     ({"delete": ["a"]}, "b=x+y"),
 ])
-def test_rewrite_query_operations(h, operations, query):
+def test_rewrite_query_applies_operations(h, operations, query):
     """rename, set, add, replace and delete edit the query, re-encoded with keys sorted."""
     h.begin(query="b=x+y&a=1&a=3")
     assert ops(h, "zs_req_rewrite_query", operations) == 0
@@ -814,3 +872,49 @@ def test_rewrite_bad_operations_fault(h):
     """Operations that are not a JSON object fault."""
     with pytest.raises(ScriptFault, match="not a JSON object"):
         ops(h, "zs_req_rewrite_query", ["delete"])
+
+
+# ---- response hooks ----
+
+
+def test_res_hook_registers_hooks_in_order(h):
+    """zs_res_hook records (script, func, copy of the JSON) in order; "" is this script; clear drops them."""
+    data = h.handle('{"k":1}')
+    assert h.call("zs_res_hook", "", 0, "audit", 5, data) == 0
+    assert h.call("zs_res_hook", "lib.o", 5, "stamp", 5, data) == 0
+    assert h.ctx.response_hooks() == [("10-test.o", "audit", '{"k":1}'), ("lib.o", "stamp", '{"k":1}')]
+    assert h.call("zs_res_hooks_clear") == 0
+    assert h.ctx.response_hooks() == []
+    with pytest.raises(ScriptFault, match="function name is empty"):
+        h.call("zs_res_hook", "", 0, "", 0, data)
+    with pytest.raises(ScriptFault, match="not a live JSON handle"):
+        h.call("zs_res_hook", "", 0, "f", 1, 999)
+
+
+@pytest.mark.parametrize("helper, args", [
+    ("zs_res_status", ()), ("zs_res_set_status", (200,)), ("zs_res_continue_request", ()),
+    ("zs_res_header", ("a", 1, Out(8), 8)), ("zs_res_replace_header", ('{"name":"a","search":"b","replace":"c"}', 39)),
+])
+def test_hook_only_helpers_fault_outside_hooks(h, helper, args):
+    """The zs_res_* helpers fault outside a response hook."""
+    with pytest.raises(ScriptFault, match="only a response hook"):
+        h.call(helper, *args)
+
+
+def test_hook_reads_and_edits_response(h):
+    """In a hook: status read and set (100..999), headers read and edited, continue flagged, abort faults."""
+    h.begin(in_hook=True)
+    h.ctx.begin_response(404, [("Content-Type", "text/plain"), ("X-Trace", "abc-1")])
+    assert h.call("zs_res_status") == 404
+    assert h.call("zs_res_set_status", 410) == 0
+    assert h.str_arg("zs_res_header", " content-type ") == (10, b"text/plain")
+    assert h.str_arg("zs_res_header", "missing") == (0, b"")
+    assert ops(h, "zs_res_replace_header", {"name": "x-trace", "search_regexp": "[0-9]+", "replace": "N"}) == 0
+    assert h.call("zs_res_continue_request") == 0
+    assert h.ctx.response() == (410, [("content-type", "text/plain"), ("x-trace", "abc-N")], True)
+    with pytest.raises(ScriptFault, match="outside 100..999"):
+        h.call("zs_res_set_status", 1000)
+    with pytest.raises(ScriptFault, match="header name is empty"):
+        h.call("zs_res_header", " ", 1, Out(4), 4)
+    with pytest.raises(ScriptFault, match="zs_abort"):
+        h.call("zs_abort")

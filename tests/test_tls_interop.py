@@ -3,7 +3,6 @@
 The server here is a small blocking loop that puts a TLSSession between a socket and a fixed HTTP/1.1
 answer (which reports what the session negotiated), so these tests check the TLS layer alone.
 """
-import re
 import socket
 import subprocess
 import threading
@@ -12,7 +11,7 @@ import pytest
 
 from tls_pki import make_test_pki
 from zeroserve.core.errors import TLSError
-from zeroserve.core.tls import ServerContext, TicketKeys
+from zeroserve.core.tls import Identity, ServerContext, TicketKeys, TLSConfigBuilder
 from zeroserve.native.boringssl import check, check_ptr, ffi, lib
 
 CLIENT_TIMEOUT = 20
@@ -149,7 +148,7 @@ def test_tls_interop_h2load_http1_keepalive_requests_all_succeed(server):
     result = run("h2load", "-n", "400", "-c", "4", "--h1", f"https://127.0.0.1:{server.port}/")
     out = result.stdout.decode()
     assert "Application protocol: http/1.1" in out
-    assert re.search(r"requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed, 0 errored, 0 timeout", out), out
+    assert "requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed, 0 errored, 0 timeout" in out, out
     assert "status codes: 400 2xx" in out
 
 
@@ -165,7 +164,7 @@ def test_tls_interop_garbage_connection_does_not_disturb_others(server, pki):
 
 
 def test_tls_interop_ech_keys_hook_accepts_bssl_tool_ech_client(pki, tmp_path):
-    """ECH keys built with the binding and given to ServerContext decrypt bssl-tool's encrypted ClientHello."""
+    """ECH keys built with the binding and set on the TLS configuration decrypt bssl-tool's encrypted ClientHello."""
     run(
         "bssl-tool", "generate-ech", "-out-ech-config-list", str(tmp_path / "list.bin"),
         "-out-ech-config", str(tmp_path / "config.bin"), "-out-private-key", str(tmp_path / "ech.key"),
@@ -177,11 +176,10 @@ def test_tls_interop_ech_keys_hook_accepts_bssl_tool_ech_client(pki, tmp_path):
     ech_keys = ffi.gc(check_ptr(lib.SSL_ECH_KEYS_new(), "SSL_ECH_KEYS_new"), lib.SSL_ECH_KEYS_free)
     check(lib.SSL_ECH_KEYS_add(ech_keys, 1, config, len(config), hpke_key), "SSL_ECH_KEYS_add")
     hellos = []
-    context = ServerContext.load(
-        pki.leaf_cert, pki.leaf_key, TicketKeys(), ech_keys=ech_keys,
-        on_client_hello=lambda session, hello: hellos.append(hello.servername),
-    )
-    ech_server = TLSLoopServer(context)
+    builder = TLSConfigBuilder(Identity.load(pki.leaf_cert, pki.leaf_key), TicketKeys())
+    builder.ech_keys = ech_keys
+    builder.add_inspector(lambda session, hello: hellos.append(hello.servername))
+    ech_server = TLSLoopServer(builder.build())
     try:
         result = run(
             "bssl-tool", "client", "-connect", f"127.0.0.1:{ech_server.port}", "-server-name", "secret.example",

@@ -5,7 +5,7 @@ import pytest
 
 from tls_pki import make_test_pki
 from zeroserve.core.errors import ConfigError, TLSError
-from zeroserve.core.tls import ClientContext, ServerContext, TicketKeys
+from zeroserve.core.tls import ClientContext, Identity, ServerContext, TicketKeys, TLSConfigBuilder
 from zeroserve.native.boringssl import lib
 
 
@@ -210,7 +210,9 @@ def ticket_from(client_context, server_context):
     return ticket
 
 
-def test_tls_session_resumes_with_ticket_across_connections_and_reloads(pki, server_context, client_context, ticket_keys):
+def test_tls_session_resumes_with_ticket_across_connections_and_reloads(
+    pki, server_context, client_context, ticket_keys
+):
     """A ticket resumes on a new connection, and on a reloaded context sharing the worker's ticket keys."""
     ticket = ticket_from(client_context, server_context)
     client, server = resume(client_context, server_context, ticket)
@@ -363,6 +365,11 @@ def test_tls_context_mismatched_or_unparsable_files_give_clear_errors(tmp_path, 
         ServerContext.load(not_pem, pki.leaf_key, ticket_keys)
     with pytest.raises(ConfigError, match=f"key file {not_pem} holds no usable PEM private key"):
         ServerContext.load(pki.leaf_cert, not_pem, ticket_keys)
+    damaged_chain = tmp_path / "damaged.pem"
+    ca_pem = pki.ca_cert.read_text()
+    damaged_chain.write_text(pki.leaf_cert.read_text() + ca_pem[:80] + "!!!" + ca_pem[80:])
+    with pytest.raises(ConfigError, match=f"certificate file {damaged_chain}: certificate 2 is damaged"):
+        ServerContext.load(damaged_chain, pki.leaf_key, ticket_keys)
     assert lib.ERR_get_error() == 0
 
 
@@ -383,8 +390,12 @@ def test_tls_client_context_missing_ca_file_is_config_error(tmp_path):
         ClientContext(ca_file=tmp_path / "missing.pem")
 
 
-@pytest.mark.parametrize("max_version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls12", "tls13"])
-def test_tls_client_session_accepts_tls12_and_tls13_servers(pki, client_context, max_version):
+@pytest.mark.parametrize(
+    ("max_version", "expected"),
+    [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")],
+    ids=["tls12", "tls13"],
+)
+def test_tls_client_session_accepts_tls12_and_tls13_servers(pki, client_context, max_version, expected):
     """Our client completes handshakes with a TLS 1.2-only and a TLS 1.3 server (Python's ssl), offering http/1.1."""
     server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ssl.load_cert_chain(pki.leaf_cert, pki.leaf_key)
@@ -402,5 +413,19 @@ def test_tls_client_session_accepts_tls12_and_tls13_servers(pki, client_context,
             pass
         _, to_server = client.receive(outgoing.read())
     incoming.write(to_server)
-    assert client.version == server.version() == {"tls12": "TLSv1.2", "tls13": "TLSv1.3"}[max_version.name[-5:].lower().replace("v1_", "1")]
+    server.do_handshake()
+    assert client.version == server.version() == expected
     assert client.alpn == "http/1.1" == server.selected_alpn_protocol()
+
+
+def test_tls_config_builder_runs_inspectors_in_order(pki, ticket_keys, client_context):
+    """A built configuration runs every inspector on each ClientHello, in the order they were added."""
+    calls = []
+    builder = TLSConfigBuilder(Identity.load(pki.leaf_cert, pki.leaf_key), ticket_keys)
+    builder.add_inspector(lambda session, hello: calls.append(("first", hello.servername, hello.alpn_offered)))
+    builder.add_inspector(lambda session, hello: calls.append(("second", session.client_hello == hello.raw)))
+    context = builder.build()
+    client, server = client_context.new_session("site-a.test"), context.new_session()
+    handshake(client, server)
+    assert calls == [("first", "site-a.test", ["http/1.1"]), ("second", True)]
+    assert context.identity is builder.identity and context.ticket_keys is ticket_keys

@@ -11,7 +11,7 @@ LEAF_NAMES = ("localhost", "site-a.test", "secret.example")
 
 
 @dataclasses.dataclass(frozen=True)
-class TestPKI:
+class PKIPaths:
     """Paths of the CA and leaf files."""
 
     ca_cert: pathlib.Path
@@ -25,7 +25,7 @@ def _openssl(directory, *args):
 
 
 def make_test_pki(directory):
-    """Create ca.pem/ca.key and leaf.pem/leaf.key in directory; return a TestPKI with their paths."""
+    """Create ca.pem/ca.key and leaf.pem/leaf.key in directory; return a PKIPaths with their paths."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _openssl(
@@ -43,4 +43,4 @@ def make_test_pki(directory):
         directory, "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-days", "2", "-extfile", "leaf.ext", "-out", "leaf.pem",
     )
-    return TestPKI(directory / "ca.pem", directory / "ca.key", directory / "leaf.pem", directory / "leaf.key")
+    return PKIPaths(directory / "ca.pem", directory / "ca.key", directory / "leaf.pem", directory / "leaf.key")

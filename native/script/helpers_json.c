@@ -150,9 +150,10 @@ int64_t zs_script_json_copy(struct zs_run *dst, struct zs_run *src, uint64_t han
     struct zs_json *copy = zs_json_clone_node(node);
     if (!copy) {
         zs_helper_fault(dst, "out of host memory copying JSON");
-        return -2;
+        return -3;
     }
-    return zs_json_handle_new(dst, copy, "zs_call");
+    int64_t copied = zs_json_handle_new(dst, copy, "zs_call");
+    return copied < 0 ? -3 : copied;
 }
 
 int zs_json_handle_text(struct zs_run *run, uint64_t handle, const char *helper, const char **text,

@@ -9,6 +9,9 @@
 
 #include "script_int.h"
 
+/* The longest header name or pattern the helpers take. */
+#define ZS_NAME_MAX 1024
+
 static struct zs_reqctx *ctx_of(struct zs_run *run)
 {
     return zs_script_of(run)->ctx;
@@ -99,7 +102,7 @@ static uint64_t h_req_header(struct zs_run *run, void *cookie, uint64_t name, ui
                              uint64_t out, uint64_t out_len, uint64_t r5)
 {
     static const char helper[] = "zs_req_header";
-    char key[256];
+    char key[ZS_NAME_MAX];
     size_t n;
     if (!lower_name(run, name, name_len, key, sizeof(key), &n, helper) ||
         zs_check_overlap(run, helper, out, out_len, name, name_len) < 0)
@@ -119,7 +122,7 @@ static uint64_t h_req_header(struct zs_run *run, void *cookie, uint64_t name, ui
                 return 0;
             }
         }
-        return zs_put_cstr(run, out, out_len, joined->p, joined->len);
+        return zs_put_cstr(run, out, out_len, joined->p ? joined->p : "", joined->len);
     }
     for (size_t i = ctx->headers.n; i-- > 0;) {
         const struct zs_pair *h = &ctx->headers.items[i];
@@ -127,38 +130,6 @@ static uint64_t h_req_header(struct zs_run *run, void *cookie, uint64_t name, ui
             return zs_put_cstr(run, out, out_len, zs_ctx_str(ctx, h->value), h->value.len);
     }
     return zs_put_cstr(run, out, out_len, "", 0);
-}
-
-/* Calls visit(key, value) for each form-decoded pair of the query until it
- * returns nonzero; returns that value (0: none). -1: out of memory. */
-typedef int (*pair_visit)(void *arg, const char *key, size_t key_len, const char *value,
-                          size_t value_len);
-
-static int each_query_pair(const struct zs_reqctx *ctx, pair_visit visit, void *arg)
-{
-    struct zs_span q = ctx->field[ZS_FIELD_QUERY];
-    if (q.len == 0)
-        return 0;
-    char *buf = malloc(q.len);
-    if (!buf)
-        return -1;
-    const char *p = zs_ctx_str(ctx, q), *end = p + q.len;
-    int rc = 0;
-    while (p < end && rc == 0) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pair_end = amp ? amp : end;
-        if (pair_end > p) {
-            const char *eq = memchr(p, '=', (size_t)(pair_end - p));
-            const char *key_end = eq ? eq : pair_end;
-            size_t key_len = zs_form_decode(p, (size_t)(key_end - p), buf, 1);
-            const char *vp = eq ? eq + 1 : pair_end;
-            size_t value_len = zs_form_decode(vp, (size_t)(pair_end - vp), buf + key_len, 1);
-            rc = visit(arg, buf, key_len, buf + key_len, value_len);
-        }
-        p = pair_end + 1;
-    }
-    free(buf);
-    return rc;
 }
 
 struct query_match {
@@ -199,7 +170,9 @@ static uint64_t h_req_query_param(struct zs_run *run, void *cookie, uint64_t nam
                             out_len, 0};
     if (!m.name || zs_check_overlap(run, helper, out, out_len, name, name_len) < 0)
         return 0;
-    int rc = each_query_pair(ctx_of(run), visit_first, &m);
+    struct zs_reqctx *ctx = ctx_of(run);
+    int rc = zs_each_query_pair(zs_ctx_str(ctx, ctx->field[ZS_FIELD_QUERY]),
+                                ctx->field[ZS_FIELD_QUERY].len, visit_first, &m);
     if (rc < 0) {
         zs_helper_fault(run, "%s: out of host memory", helper);
         return 0;
@@ -215,7 +188,9 @@ static uint64_t h_req_query_param_matches(struct zs_run *run, void *cookie, uint
                             zs_guest_ptr(run, value, value_len, 0), value_len, run, 0, 0, 0};
     if (!m.name || !m.value)
         return 0;
-    int rc = each_query_pair(ctx_of(run), visit_match, &m);
+    struct zs_reqctx *ctx = ctx_of(run);
+    int rc = zs_each_query_pair(zs_ctx_str(ctx, ctx->field[ZS_FIELD_QUERY]),
+                                ctx->field[ZS_FIELD_QUERY].len, visit_match, &m);
     if (rc < 0) {
         zs_helper_fault(run, "zs_req_query_param_matches: out of host memory");
         return 0;
@@ -587,7 +562,7 @@ static int header_args(struct zs_run *run, uint64_t name, uint64_t name_len, uin
                        uint64_t value_len, char *key, size_t *key_len, const char **v,
                        const char *helper)
 {
-    if (!lower_name(run, name, name_len, key, 256, key_len, helper))
+    if (!lower_name(run, name, name_len, key, ZS_NAME_MAX, key_len, helper))
         return -1;
     if (!zs_is_token(key, *key_len)) {
         zs_helper_fault(run, "%s: \"%.*s\" is not a valid header name", helper, (int)*key_len, key);
@@ -607,7 +582,7 @@ static int header_args(struct zs_run *run, uint64_t name, uint64_t name_len, uin
 static uint64_t set_header(struct zs_run *run, uint64_t name, uint64_t name_len, uint64_t value,
                            uint64_t value_len, int append, const char *helper)
 {
-    char key[256];
+    char key[ZS_NAME_MAX];
     size_t key_len;
     const char *v;
     if (header_args(run, name, name_len, value, value_len, key, &key_len, &v, helper) < 0)
@@ -663,7 +638,7 @@ static uint64_t h_req_delete_header(struct zs_run *run, void *cookie, uint64_t p
                                     uint64_t pattern_len, uint64_t r3, uint64_t r4, uint64_t r5)
 {
     static const char helper[] = "zs_req_delete_header";
-    char pat[256];
+    char pat[ZS_NAME_MAX];
     size_t pn;
     if (!lower_name(run, pattern, pattern_len, pat, sizeof(pat), &pn, helper))
         return 0;
@@ -743,7 +718,12 @@ static uint64_t h_respond(struct zs_run *run, void *cookie, uint64_t status, uin
 static uint64_t h_abort(struct zs_run *run, void *cookie, uint64_t r1, uint64_t r2, uint64_t r3,
                         uint64_t r4, uint64_t r5)
 {
-    zs_script_of(run)->abort_set = 1;
+    struct zs_scriptrun *sr = zs_script_of(run);
+    if (sr->in_hook) {
+        zs_helper_fault(run, "zs_abort: a response hook cannot abort (the response is decided)");
+        return 0;
+    }
+    sr->abort_set = 1;
     return 0;
 }
 

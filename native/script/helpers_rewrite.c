@@ -175,12 +175,13 @@ static struct zs_json *ops_object(struct zs_run *run, uint64_t p, uint64_t n, co
     return NULL;
 }
 
-/* ---- zs_req_replace_header ---- */
+/* ---- zs_req_replace_header, zs_res_replace_header ---- */
 
-static uint64_t h_req_replace_header(struct zs_run *run, void *cookie, uint64_t p, uint64_t n,
-                                     uint64_t r3, uint64_t r4, uint64_t r5)
+/* Applies a {name, search | search_regexp, replace} operation to the values
+ * of the headers in list named name ("*": every header). 1 if any changed. */
+static int replace_header(struct zs_run *run, struct zs_pairs *list, uint64_t p, uint64_t n,
+                          const char *helper)
 {
-    static const char helper[] = "zs_req_replace_header";
     struct zs_json *op_json = ops_object(run, p, n, helper);
     if (!op_json)
         return 0;
@@ -197,9 +198,9 @@ static uint64_t h_req_replace_header(struct zs_run *run, void *cookie, uint64_t 
     }
     struct zs_reqctx *ctx = zs_script_of(run)->ctx;
     struct zs_buf out = {0};
-    int all = name->len == 1 && name->str[0] == '*';
-    for (size_t i = 0; i < ctx->headers.n; i++) {
-        struct zs_pair *hdr = &ctx->headers.items[i];
+    int all = name->len == 1 && name->str[0] == '*', changed = 0;
+    for (size_t i = 0; i < list->n; i++) {
+        struct zs_pair *hdr = &list->items[i];
         if (!all && (hdr->name.len != name->len ||
                      strncasecmp(zs_ctx_str(ctx, hdr->name), name->str, name->len) != 0))
             continue;
@@ -208,11 +209,33 @@ static uint64_t h_req_replace_header(struct zs_run *run, void *cookie, uint64_t 
             zs_helper_fault(run, "%s: out of host memory", helper);
             break;
         }
-        ctx->changed |= ZS_CHANGED_HEADERS;
+        changed = 1;
     }
     zs_buf_free(&out);
     op_free(&op);
     zs_json_free(op_json);
+    return changed;
+}
+
+static uint64_t h_req_replace_header(struct zs_run *run, void *cookie, uint64_t p, uint64_t n,
+                                     uint64_t r3, uint64_t r4, uint64_t r5)
+{
+    struct zs_reqctx *ctx = zs_script_of(run)->ctx;
+    if (replace_header(run, &ctx->headers, p, n, "zs_req_replace_header"))
+        ctx->changed |= ZS_CHANGED_HEADERS;
+    return 0;
+}
+
+static uint64_t h_res_replace_header(struct zs_run *run, void *cookie, uint64_t p, uint64_t n,
+                                     uint64_t r3, uint64_t r4, uint64_t r5)
+{
+    struct zs_scriptrun *sr = zs_script_of(run);
+    if (!sr->in_hook) {
+        zs_helper_fault(run, "zs_res_replace_header: only a response hook may call it (register "
+                             "one with zs_res_hook)");
+        return 0;
+    }
+    replace_header(run, &sr->ctx->res_headers, p, n, "zs_res_replace_header");
     return 0;
 }
 
@@ -379,28 +402,9 @@ static void query_delete(struct query *q, const char *k, size_t kn)
     q->n = kept;
 }
 
-static int query_parse(const char *s, size_t n, struct query *q)
+static int visit_add(void *arg, const char *key, size_t key_len, const char *value, size_t value_len)
 {
-    char *buf = malloc(n + 1);
-    if (!buf)
-        return -1;
-    const char *p = s, *end = s + n;
-    int rc = 0;
-    while (p < end && rc == 0) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *pair_end = amp ? amp : end;
-        if (pair_end > p) {
-            const char *eq = memchr(p, '=', (size_t)(pair_end - p));
-            const char *key_end = eq ? eq : pair_end;
-            size_t kn = zs_form_decode(p, (size_t)(key_end - p), buf, 1);
-            const char *vp = eq ? eq + 1 : pair_end;
-            size_t vn = zs_form_decode(vp, (size_t)(pair_end - vp), buf + kn, 1);
-            rc = query_add(q, buf, kn, buf + kn, vn);
-        }
-        p = pair_end + 1;
-    }
-    free(buf);
-    return rc;
+    return query_add(arg, key, key_len, value, value_len) < 0 ? -1 : 0;
 }
 
 static int query_escape(struct zs_buf *out, const char *s, size_t n)
@@ -547,7 +551,7 @@ static uint64_t h_req_rewrite_query(struct zs_run *run, void *cookie, uint64_t p
     struct query q = {0};
     struct zs_buf out = {0};
     struct zs_span query = ctx->field[ZS_FIELD_QUERY];
-    int rc = query_parse(zs_ctx_str(ctx, query), query.len, &q);
+    int rc = zs_each_query_pair(zs_ctx_str(ctx, query), query.len, visit_add, &q);
     if (rc == 0)
         rc = query_apply(run, ops, &q, helper);
     if (rc == 0)
@@ -566,6 +570,7 @@ static uint64_t h_req_rewrite_query(struct zs_run *run, void *cookie, uint64_t p
 
 const struct zs_helper_def zs_rewrite_helpers[] = {
     {"zs_req_replace_header", h_req_replace_header, NULL},
+    {"zs_res_replace_header", h_res_replace_header, NULL},
     {"zs_req_rewrite_uri", h_req_rewrite_uri, NULL},
     {"zs_req_rewrite_query", h_req_rewrite_query, NULL},
 };

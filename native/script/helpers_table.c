@@ -15,7 +15,8 @@ const struct zs_helper_def *zs_core_helpers(size_t *count)
         } parts[] = {{zs_util_helpers, zs_util_helpers_count},
                      {zs_json_helpers, zs_json_helpers_count},
                      {zs_request_helpers, zs_request_helpers_count},
-                     {zs_rewrite_helpers, zs_rewrite_helpers_count}};
+                     {zs_rewrite_helpers, zs_rewrite_helpers_count},
+                     {zs_hook_helpers, zs_hook_helpers_count}};
         size_t total = 0;
         for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
             if (total + parts[i].count > sizeof(table) / sizeof(table[0]))

@@ -581,7 +581,20 @@ static size_t format_double(double d, char *out, size_t size)
         if (strtod(out, NULL) == d)
             break;
     }
-    if (!strpbrk(out, ".eEn"))
+    char *e = strchr(out, 'e');
+    if (e) {
+        /* "1e+300" -> "1e300", "1e-07" -> "1e-7", as serde_json writes them */
+        char *src = e + 1, *dst = e + 1;
+        if (*src == '+')
+            src++;
+        else if (*src == '-')
+            *dst++ = *src++;
+        while (*src == '0' && src[1])
+            src++;
+        memmove(dst, src, strlen(src) + 1);
+        return strlen(out);
+    }
+    if (!strchr(out, '.'))
         n += snprintf(out + n, size - (size_t)n, ".0");
     return (size_t)n;
 }

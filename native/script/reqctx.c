@@ -125,7 +125,9 @@ int zs_hexval(char c)
     return -1;
 }
 
-size_t zs_form_decode(const char *p, size_t n, char *out, int form)
+/* Form-decodes p ('+' is a space, %XX a byte; a bad escape stays as it is)
+ * into out, which has room for n bytes; returns the decoded length. */
+static size_t form_decode(const char *p, size_t n, char *out)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -133,13 +135,39 @@ size_t zs_form_decode(const char *p, size_t n, char *out, int form)
         if (p[i] == '%' && n - i >= 3 && (hi = zs_hexval(p[i + 1])) >= 0 && (lo = zs_hexval(p[i + 2])) >= 0) {
             out[o++] = (char)(hi << 4 | lo);
             i += 2;
-        } else if (form && p[i] == '+') {
+        } else if (p[i] == '+') {
             out[o++] = ' ';
         } else {
             out[o++] = p[i];
         }
     }
     return o;
+}
+
+int zs_each_query_pair(const char *query, size_t n, zs_pair_visit visit, void *arg)
+{
+    if (n == 0)
+        return 0;
+    char *buf = malloc(n);
+    if (!buf)
+        return -1;
+    const char *p = query, *end = query + n;
+    int rc = 0;
+    while (p < end && rc == 0) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pair_end = amp ? amp : end;
+        if (pair_end > p) {
+            const char *eq = memchr(p, '=', (size_t)(pair_end - p));
+            const char *key_end = eq ? eq : pair_end;
+            size_t key_len = form_decode(p, (size_t)(key_end - p), buf);
+            const char *vp = eq ? eq + 1 : pair_end;
+            size_t value_len = form_decode(vp, (size_t)(pair_end - vp), buf + key_len);
+            rc = visit(arg, buf, key_len, buf + key_len, value_len);
+        }
+        p = pair_end + 1;
+    }
+    free(buf);
+    return rc;
 }
 
 /* ---- the request context ---- */
@@ -157,6 +185,8 @@ void zs_reqctx_free(struct zs_reqctx *ctx)
     zs_buf_free(&ctx->export);
     free(ctx->headers.items);
     free(ctx->meta.items);
+    free(ctx->res_headers.items);
+    free(ctx->hooks);
     free(ctx);
 }
 
@@ -175,33 +205,8 @@ int zs_ctx_store(struct zs_reqctx *ctx, const char *p, size_t n, int lower, stru
     return 0;
 }
 
-int zs_reqctx_begin(struct zs_reqctx *ctx, const char *method, size_t method_len,
-                    const char *path, size_t path_len, const char *normalized_path,
-                    size_t normalized_path_len, const char *query, size_t query_len,
-                    const char *scheme, size_t scheme_len, const char *peer, size_t peer_len,
-                    int proto_major, int proto_minor, int is_tls, uint64_t body_limit)
-{
-    ctx->arena.len = 0;
-    ctx->headers.n = 0;
-    ctx->meta.n = 0;
-    ctx->changed = 0;
-    memset(ctx->field, 0, sizeof(ctx->field));
-    ctx->proto_major = proto_major;
-    ctx->proto_minor = proto_minor;
-    ctx->is_tls = is_tls;
-    ctx->body_limit = body_limit;
-    if (zs_ctx_store(ctx, method, method_len, 0, &ctx->field[ZS_FIELD_METHOD]) < 0 ||
-        zs_ctx_store(ctx, path, path_len, 0, &ctx->field[ZS_FIELD_PATH]) < 0 ||
-        zs_ctx_store(ctx, normalized_path, normalized_path_len, 0,
-                     &ctx->field[ZS_FIELD_NORMALIZED_PATH]) < 0 ||
-        zs_ctx_store(ctx, query, query_len, 0, &ctx->field[ZS_FIELD_QUERY]) < 0 ||
-        zs_ctx_store(ctx, scheme, scheme_len, 0, &ctx->field[ZS_FIELD_SCHEME]) < 0 ||
-        zs_ctx_store(ctx, peer, peer_len, 0, &ctx->field[ZS_FIELD_PEER]) < 0)
-        return -1;
-    return 0;
-}
-
-struct zs_pair *zs_pairs_push(struct zs_pairs *list)
+/* A new zeroed slot at the end of list, or NULL out of memory. */
+static struct zs_pair *pairs_push(struct zs_pairs *list)
 {
     if (list->n == list->cap) {
         size_t cap = list->cap ? list->cap * 2 : 16;
@@ -219,7 +224,7 @@ struct zs_pair *zs_pairs_push(struct zs_pairs *list)
 int zs_ctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len, const char *value,
                       size_t value_len)
 {
-    struct zs_pair *h = zs_pairs_push(&ctx->headers);
+    struct zs_pair *h = pairs_push(&ctx->headers);
     if (!h)
         return -1;
     if (zs_ctx_store(ctx, name, name_len, 1, &h->name) < 0 ||
@@ -228,12 +233,6 @@ int zs_ctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len, 
         return -1;
     }
     return 0;
-}
-
-int zs_reqctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len,
-                         const char *value, size_t value_len)
-{
-    return zs_ctx_add_header(ctx, name, name_len, value, value_len);
 }
 
 /* Appends the pairs of a packed block (name NUL value NUL ...) to list, names
@@ -252,7 +251,7 @@ static int add_packed(struct zs_reqctx *ctx, struct zs_pairs *list, const char *
             name_end ? memchr(name_end + 1, '\0', (size_t)(base + end - name_end - 1)) : NULL;
         if (!value_end)
             return -2;
-        struct zs_pair *h = zs_pairs_push(list);
+        struct zs_pair *h = pairs_push(list);
         if (!h)
             return -1;
         for (char *c = name; c < name_end; c++)
@@ -266,9 +265,45 @@ static int add_packed(struct zs_reqctx *ctx, struct zs_pairs *list, const char *
     return 0;
 }
 
-int zs_reqctx_add_headers(struct zs_reqctx *ctx, const char *packed, size_t len)
+int zs_reqctx_begin(struct zs_reqctx *ctx, const char *request, size_t request_len,
+                    const char *normalized_path, size_t normalized_path_len, const char *headers,
+                    size_t headers_len, int proto_major, int proto_minor, int is_tls,
+                    uint64_t body_limit)
 {
-    return add_packed(ctx, &ctx->headers, packed, len);
+    static const int order[] = {ZS_FIELD_METHOD, ZS_FIELD_PATH, ZS_FIELD_QUERY, ZS_FIELD_SCHEME,
+                                ZS_FIELD_PEER};
+    ctx->arena.len = 0;
+    ctx->headers.n = 0;
+    ctx->meta.n = 0;
+    ctx->res_headers.n = 0;
+    ctx->res_status = 0;
+    ctx->res_continue = 0;
+    ctx->num_hooks = 0;
+    ctx->changed = 0;
+    memset(ctx->field, 0, sizeof(ctx->field));
+    ctx->proto_major = proto_major;
+    ctx->proto_minor = proto_minor;
+    ctx->is_tls = is_tls;
+    ctx->body_limit = body_limit;
+    /* One copy of the request block; the fields are spans into it. */
+    struct zs_span block;
+    if (zs_ctx_store(ctx, request, request_len, 0, &block) < 0)
+        return -1;
+    uint32_t at = block.off, end = block.off + block.len;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        const char *field = ctx->arena.p + at;
+        const char *nul = at < end ? memchr(field, '\0', end - at) : NULL;
+        if (!nul)
+            return -2;
+        ctx->field[order[i]] = (struct zs_span){at, (uint32_t)(nul - field)};
+        at += (uint32_t)(nul - field) + 1;
+    }
+    if (at != end)
+        return -2;
+    if (zs_ctx_store(ctx, normalized_path, normalized_path_len, 0,
+                     &ctx->field[ZS_FIELD_NORMALIZED_PATH]) < 0)
+        return -1;
+    return add_packed(ctx, &ctx->headers, headers, headers_len);
 }
 
 size_t zs_ctx_remove_header(struct zs_reqctx *ctx, const char *lower_name, size_t len)
@@ -361,7 +396,7 @@ int zs_ctx_meta_put(struct zs_reqctx *ctx, const char *key, size_t key_len, cons
     struct zs_pair *m = zs_ctx_meta_find(ctx, key, key_len);
     if (m)
         return zs_ctx_store(ctx, value, value_len, 0, &m->value);
-    if (!(m = zs_pairs_push(&ctx->meta)))
+    if (!(m = pairs_push(&ctx->meta)))
         return -1;
     if (zs_ctx_store(ctx, key, key_len, 0, &m->name) < 0 ||
         zs_ctx_store(ctx, value, value_len, 0, &m->value) < 0) {
@@ -378,6 +413,52 @@ int zs_reqctx_meta_set(struct zs_reqctx *ctx, const char *key, size_t key_len, c
     if (key_len == 0)
         return -2;
     return zs_ctx_meta_put(ctx, key, key_len, value, value_len);
+}
+
+/* ---- response hooks ---- */
+
+int zs_reqctx_response_begin(struct zs_reqctx *ctx, unsigned status, const char *packed, size_t len)
+{
+    ctx->res_status = status;
+    ctx->res_continue = 0;
+    ctx->res_headers.n = 0;
+    return add_packed(ctx, &ctx->res_headers, packed, len);
+}
+
+unsigned zs_reqctx_response_status(const struct zs_reqctx *ctx)
+{
+    return ctx->res_status;
+}
+
+int zs_reqctx_response_continue(const struct zs_reqctx *ctx)
+{
+    return ctx->res_continue;
+}
+
+int zs_reqctx_response_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len)
+{
+    return export_pairs(ctx, &ctx->res_headers, packed, len);
+}
+
+size_t zs_reqctx_hook_count(const struct zs_reqctx *ctx)
+{
+    return ctx->num_hooks;
+}
+
+int zs_reqctx_hooks_export(struct zs_reqctx *ctx, const char **packed, size_t *len)
+{
+    ctx->export.len = 0;
+    for (size_t i = 0; i < ctx->num_hooks; i++) {
+        const struct zs_span parts[3] = {ctx->hooks[i].script, ctx->hooks[i].func,
+                                         ctx->hooks[i].input};
+        for (int k = 0; k < 3; k++)
+            if (zs_buf_append(&ctx->export, zs_ctx_str(ctx, parts[k]), parts[k].len) < 0 ||
+                zs_buf_append(&ctx->export, "", 1) < 0)
+                return -1;
+    }
+    *packed = ctx->export.p ? ctx->export.p : "";
+    *len = ctx->export.len;
+    return 0;
 }
 
 /* ---- the execution context ---- */
@@ -408,6 +489,7 @@ void zs_scriptrun_free(struct zs_scriptrun *sr)
     if (!sr)
         return;
     free_handles(sr);
+    zs_buf_free(&sr->name);
     zs_buf_free(&sr->body);
     zs_buf_free(&sr->proxy_url);
     zs_buf_free(&sr->log_partial);
@@ -416,10 +498,13 @@ void zs_scriptrun_free(struct zs_scriptrun *sr)
     free(sr);
 }
 
-void zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx)
+int zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx, const char *name,
+                       size_t name_len, int in_hook)
 {
     free_handles(sr);
     sr->ctx = ctx;
+    sr->in_hook = in_hook;
+    sr->name.len = 0;
     sr->next_id = 1;
     sr->respond_set = sr->proxy_set = sr->abort_set = 0;
     sr->status = 0;
@@ -427,6 +512,7 @@ void zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx)
     sr->proxy_url.len = 0;
     sr->log_partial.len = 0;
     sr->log_lines.len = 0;
+    return zs_buf_append(&sr->name, name, name_len);
 }
 
 int zs_scriptrun_outcome(const struct zs_scriptrun *sr)

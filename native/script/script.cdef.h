@@ -29,14 +29,10 @@ enum zs_outcome {
 
 struct zs_reqctx *zs_reqctx_new(void);
 void zs_reqctx_free(struct zs_reqctx *ctx);
-int zs_reqctx_begin(struct zs_reqctx *ctx, const char *method, size_t method_len,
-                    const char *path, size_t path_len, const char *normalized_path,
-                    size_t normalized_path_len, const char *query, size_t query_len,
-                    const char *scheme, size_t scheme_len, const char *peer, size_t peer_len,
-                    int proto_major, int proto_minor, int is_tls, uint64_t body_limit);
-int zs_reqctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len,
-                         const char *value, size_t value_len);
-int zs_reqctx_add_headers(struct zs_reqctx *ctx, const char *packed, size_t len);
+int zs_reqctx_begin(struct zs_reqctx *ctx, const char *request, size_t request_len,
+                    const char *normalized_path, size_t normalized_path_len, const char *headers,
+                    size_t headers_len, int proto_major, int proto_minor, int is_tls,
+                    uint64_t body_limit);
 int zs_reqctx_set_field(struct zs_reqctx *ctx, int field, const char *value, size_t len);
 int zs_reqctx_get(struct zs_reqctx *ctx, int field, const char **value, size_t *len);
 int zs_reqctx_changed(const struct zs_reqctx *ctx);
@@ -44,12 +40,20 @@ uint64_t zs_reqctx_body_limit(const struct zs_reqctx *ctx);
 int zs_reqctx_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
 int zs_reqctx_meta_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
 size_t zs_reqctx_meta_count(const struct zs_reqctx *ctx);
+size_t zs_reqctx_hook_count(const struct zs_reqctx *ctx);
+int zs_reqctx_hooks_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
+int zs_reqctx_response_begin(struct zs_reqctx *ctx, unsigned status, const char *packed,
+                             size_t len);
+unsigned zs_reqctx_response_status(const struct zs_reqctx *ctx);
+int zs_reqctx_response_continue(const struct zs_reqctx *ctx);
+int zs_reqctx_response_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
 int zs_reqctx_meta_set(struct zs_reqctx *ctx, const char *key, size_t key_len, const char *value,
                        size_t value_len);
 
 struct zs_scriptrun *zs_scriptrun_new(void);
 void zs_scriptrun_free(struct zs_scriptrun *sr);
-void zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx);
+int zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx, const char *name,
+                       size_t name_len, int in_hook);
 int zs_scriptrun_outcome(const struct zs_scriptrun *sr);
 unsigned zs_scriptrun_status(const struct zs_scriptrun *sr);
 void zs_scriptrun_body(const struct zs_scriptrun *sr, const char **body, size_t *len);

@@ -33,8 +33,6 @@ struct zs_pairs {
     size_t n, cap;
 };
 
-/* A new zeroed slot at the end of list, or NULL out of memory. */
-struct zs_pair *zs_pairs_push(struct zs_pairs *list);
 
 /* A response hook registered with zs_res_hook: strings in the arena. */
 struct zs_hook {
@@ -53,7 +51,7 @@ struct zs_reqctx {
     struct zs_pairs res_headers;
     unsigned res_status;
     int res_continue;
-    struct zs_hook *hooks;
+    struct zs_hook *hooks; /* zs_res_hook registrations, in order */
     size_t num_hooks, cap_hooks;
     struct zs_buf export;
 };
@@ -81,50 +79,13 @@ int zs_is_utf8(const unsigned char *p, size_t n);
 int zs_is_token(const char *p, size_t n);
 /* The value of a hex digit, or -1. */
 int zs_hexval(char c);
-/* Percent-decodes (and '+' -> ' ' when `form`) into out (room for n bytes);
- * a bad escape is copied literally. Returns the decoded length. */
-size_t zs_form_decode(const char *p, size_t n, char *out, int form);
+/* Calls visit for each form-decoded (key, value) pair of a raw query until it
+ * returns nonzero; returns that value (0: none), or -1 out of memory. */
+typedef int (*zs_pair_visit)(void *arg, const char *key, size_t key_len, const char *value,
+                             size_t value_len);
+int zs_each_query_pair(const char *query, size_t n, zs_pair_visit visit, void *arg);
 
 /* ---- the JSON tree (json.c) ---- */
-
-enum zs_json_type {
-    ZS_JT_NULL = 0,
-    ZS_JT_BOOL = 1,
-    ZS_JT_NUMBER = 2,
-    ZS_JT_STRING = 3,
-    ZS_JT_ARRAY = 4,
-    ZS_JT_OBJECT = 5
-};
-
-enum zs_json_num {
-    ZS_JN_INT = 0,   /* fits int64 */
-    ZS_JN_UINT = 1,  /* above INT64_MAX */
-    ZS_JN_FLOAT = 2
-};
-
-struct zs_json_member;
-
-struct zs_json {
-    int type;
-    int num_kind;
-    union {
-        int b;
-        int64_t i;
-        uint64_t u;
-        double d;
-    } num;
-    char *str;   /* string bytes (NUL-terminated copy) */
-    size_t len;  /* string length, or element / member count */
-    size_t cap;
-    struct zs_json **items;          /* array */
-    struct zs_json_member *members;  /* object, sorted by key bytes */
-};
-
-struct zs_json_member {
-    char *key;
-    size_t key_len;
-    struct zs_json *value;
-};
 
 /* A tree shared by the handles into it; any mutation bumps the epoch. */
 struct zs_json_tree {
@@ -146,7 +107,6 @@ void zs_json_free(struct zs_json *node);
 void zs_json_clear(struct zs_json *node);
 /* The memory estimate charged for a value: 32 bytes a value plus string and key bytes. */
 size_t zs_json_cost(const struct zs_json *node);
-struct zs_json *zs_json_member_get(const struct zs_json *obj, const char *key, size_t key_len);
 /* Takes ownership of value, replacing (and freeing) an existing member. 0 or -2. */
 int zs_json_member_set(struct zs_json *obj, const char *key, size_t key_len, struct zs_json *value);
 /* Detaches and frees a member; returns its cost, or -1 when missing. */
@@ -184,6 +144,8 @@ extern const struct zs_helper_def zs_json_helpers[];
 extern const size_t zs_json_helpers_count;
 extern const struct zs_helper_def zs_request_helpers[];
 extern const size_t zs_request_helpers_count;
+extern const struct zs_helper_def zs_hook_helpers[];
+extern const size_t zs_hook_helpers_count;
 extern const struct zs_helper_def zs_rewrite_helpers[];
 extern const size_t zs_rewrite_helpers_count;
 

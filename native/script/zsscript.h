@@ -78,6 +78,8 @@ struct zs_buf {
 struct zs_scriptrun {
     void *py_handle; /* owned by the VM's Python wrapper; never touched here */
     struct zs_reqctx *ctx;
+    struct zs_buf name; /* the script's name, for zs_res_hook's "" */
+    int in_hook;        /* running as a response hook: zs_res_* allowed, zs_abort not */
     struct zs_json_slot slots[ZS_JSON_MAX_HANDLES];
     unsigned live;
     uint64_t next_id;
@@ -98,18 +100,16 @@ struct zs_scriptrun {
 
 struct zs_reqctx *zs_reqctx_new(void);
 void zs_reqctx_free(struct zs_reqctx *ctx);
-/* Empties the context and fills the request view. is_tls also answers
- * zs_req_tls_handshake_complete. The body limit is reset to body_limit. */
-int zs_reqctx_begin(struct zs_reqctx *ctx, const char *method, size_t method_len,
-                    const char *path, size_t path_len, const char *normalized_path,
-                    size_t normalized_path_len, const char *query, size_t query_len,
-                    const char *scheme, size_t scheme_len, const char *peer, size_t peer_len,
-                    int proto_major, int proto_minor, int is_tls, uint64_t body_limit);
-int zs_reqctx_add_header(struct zs_reqctx *ctx, const char *name, size_t name_len,
-                         const char *value, size_t value_len);
-/* Adds headers packed as name NUL value NUL name NUL value NUL ...; -2 when
- * the block does not hold whole pairs. */
-int zs_reqctx_add_headers(struct zs_reqctx *ctx, const char *packed, size_t len);
+/* Empties the context and fills it: request holds method, path (normalised,
+ * still encoded), query, scheme and peer, each followed by a NUL; the
+ * normalized path (decoded: it may hold NUL) comes on its own; headers is a
+ * packed block (name NUL value NUL ...). is_tls also
+ * answers zs_req_tls_handshake_complete; the body limit starts at body_limit.
+ * -2 when a block is malformed. */
+int zs_reqctx_begin(struct zs_reqctx *ctx, const char *request, size_t request_len,
+                    const char *normalized_path, size_t normalized_path_len, const char *headers,
+                    size_t headers_len, int proto_major, int proto_minor, int is_tls,
+                    uint64_t body_limit);
 int zs_reqctx_set_field(struct zs_reqctx *ctx, int field, const char *value, size_t len);
 /* A string field (enum zs_req_field); -2 for an unknown field. The pointer is
  * valid until the context changes. */
@@ -121,6 +121,19 @@ uint64_t zs_reqctx_body_limit(const struct zs_reqctx *ctx);
 int zs_reqctx_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
 int zs_reqctx_meta_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
 size_t zs_reqctx_meta_count(const struct zs_reqctx *ctx);
+/* Response hooks registered by zs_res_hook, packed script NUL func NUL
+ * input-JSON NUL per hook, in registration order (script "" already resolved
+ * to the registering script's name). */
+size_t zs_reqctx_hook_count(const struct zs_reqctx *ctx);
+int zs_reqctx_hooks_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
+/* The response hooks see: status and headers (packed pairs) set before the
+ * hooks run, read back after them; continue: a hook asked to rerun the
+ * request scripts (zs_res_continue_request). */
+int zs_reqctx_response_begin(struct zs_reqctx *ctx, unsigned status, const char *packed,
+                             size_t len);
+unsigned zs_reqctx_response_status(const struct zs_reqctx *ctx);
+int zs_reqctx_response_continue(const struct zs_reqctx *ctx);
+int zs_reqctx_response_headers_export(struct zs_reqctx *ctx, const char **packed, size_t *len);
 /* Sets metadata from the host side (key trimmed); -2 for an empty key. */
 int zs_reqctx_meta_set(struct zs_reqctx *ctx, const char *key, size_t key_len, const char *value,
                        size_t value_len);
@@ -129,11 +142,13 @@ int zs_reqctx_meta_set(struct zs_reqctx *ctx, const char *key, size_t key_len, c
 
 struct zs_scriptrun *zs_scriptrun_new(void);
 void zs_scriptrun_free(struct zs_scriptrun *sr);
-/* Starts a new execution context on ctx: frees every JSON handle, clears the
- * outcome and the log buffers; handles restart at 1 (a callee's input,
- * copied in first with zs_script_json_copy, is therefore handle 1). Reset the
- * zs_run too (zs_run_reset): JSON memory is charged to it. */
-void zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx);
+/* Starts a new execution context of script `name` on ctx (in_hook: as a
+ * response hook): frees every JSON handle, clears the outcome and the log
+ * buffers; handles restart at 1 (a callee's input, copied in first with
+ * zs_script_json_copy, is therefore handle 1). Reset the zs_run too
+ * (zs_run_reset): JSON memory is charged to it. */
+int zs_scriptrun_begin(struct zs_scriptrun *sr, struct zs_reqctx *ctx, const char *name,
+                       size_t name_len, int in_hook);
 int zs_scriptrun_outcome(const struct zs_scriptrun *sr);
 /* respond: status and body; proxy: the URL (trimmed). */
 unsigned zs_scriptrun_status(const struct zs_scriptrun *sr);
@@ -146,7 +161,8 @@ void zs_scriptrun_log_clear(struct zs_scriptrun *sr);
 /* JSON for helpers written on the host side. The run's host must be a
  * zs_scriptrun. parse: a new handle, -1 for invalid JSON, -2 when the handle
  * or memory limit is hit (the run then has a helper fault set). copy: a deep
- * copy of src's handle into dst (-2: bad handle in src, or limits of dst).
+ * copy of src's handle into dst (-2: bad handle in src, src faulted; -3:
+ * handle or memory limit of dst, dst faulted).
  * serialize: compact text of a handle, valid until the next call (-2: bad
  * handle). */
 int64_t zs_script_json_parse(struct zs_run *run, const char *text, size_t len);
@@ -167,7 +183,51 @@ static inline struct zs_scriptrun *zs_script_of(struct zs_run *run)
 {
     return (struct zs_scriptrun *)zs_run_host(run);
 }
+/* JSON values, read-only for plugin helpers: a node's type, its number kind
+ * and value, a string's bytes, an array's items or an object's members
+ * (sorted by key bytes). */
+enum zs_json_type {
+    ZS_JT_NULL = 0,
+    ZS_JT_BOOL = 1,
+    ZS_JT_NUMBER = 2,
+    ZS_JT_STRING = 3,
+    ZS_JT_ARRAY = 4,
+    ZS_JT_OBJECT = 5
+};
+
+enum zs_json_num {
+    ZS_JN_INT = 0,   /* fits int64 */
+    ZS_JN_UINT = 1,  /* above INT64_MAX */
+    ZS_JN_FLOAT = 2
+};
+
+struct zs_json_member;
+
+struct zs_json {
+    int type;
+    int num_kind;
+    union {
+        int b;
+        int64_t i;
+        uint64_t u;
+        double d;
+    } num;
+    char *str;   /* string bytes (NUL-terminated copy) */
+    size_t len;  /* string length, or element / member count */
+    size_t cap;
+    struct zs_json **items;          /* array */
+    struct zs_json_member *members;  /* object, sorted by key bytes */
+};
+
+struct zs_json_member {
+    char *key;
+    size_t key_len;
+    struct zs_json *value;
+};
+
 /* The node behind a live handle, or NULL (the run faults: unknown or stale). */
 struct zs_json *zs_script_json_node(struct zs_run *run, uint64_t handle, const char *helper);
+/* The value of member key of an object, or NULL (missing, or not an object). */
+struct zs_json *zs_json_member_get(const struct zs_json *obj, const char *key, size_t key_len);
 
 #endif

@@ -48,9 +48,9 @@ def _take_error(errmsg, what):
 
 @ffi.def_extern(onerror=lambda exc, value, tb: _helper_raised(value, tb))
 def zs_py_helper(run, cookie, r1, r2, r3, r4, r5):
-    """The one C entry for Python helpers: the cookie is a handle to (name, callable)."""
-    fn = ffi.from_handle(cookie)[1]
-    owner = ffi.from_handle(lib.zs_run_host(run))()
+    """The one C entry for Python helpers: the cookie is a handle to the callable."""
+    fn = ffi.from_handle(cookie)
+    owner = ffi.from_handle(ffi.cast("void **", lib.zs_run_host(run))[0])()
     return fn(owner, r1, r2, r3, r4, r5) & MASK64
 
 
@@ -93,7 +93,7 @@ def _helper_defs(helpers, by_index):
         elif isinstance(helper, ffi.CData):
             defs[slot].fn = ffi.cast("zs_helper_fn", helper)
         elif callable(helper):
-            handle = ffi.new_handle((str(key), helper))
+            handle = ffi.new_handle(helper)
             keep.append(handle)
             defs[slot].fn = lib.zs_py_helper
             defs[slot].cookie = handle
@@ -147,41 +147,59 @@ class Program:
         except KeyError:
             raise ScriptLoadError(f"the script has no section {name!r}") from None
 
-    def run(self, memory_kb=DEFAULT_MEMORY_KB):
+    def run(self, memory_kb=DEFAULT_MEMORY_KB, host=None):
         """A new Run of this program with `memory_kb` KiB of guest memory."""
-        return Run(self, memory_kb)
+        return Run(self, memory_kb, host)
 
 
 class Run:
-    """One guest state and its caged arena; start() runs an entry, resume() continues it."""
+    """One guest state and its caged arena; start() runs an entry, resume() continues it.
 
-    __slots__ = ("program", "_run", "_regs", "_args", "_handle", "__weakref__")
+    `host` is the pointer C helpers get from zs_run_host(): a C struct whose first
+    member is a `void *` reserved for this wrapper (it stores its handle there, which
+    is how Python helpers find this Run). None: a private one-pointer host.
+    """
 
-    def __init__(self, program, memory_kb=DEFAULT_MEMORY_KB):
+    __slots__ = ("program", "_run", "_regs", "_args", "_nargs", "_handle", "_host", "__weakref__")
+
+    def __init__(self, program, memory_kb=DEFAULT_MEMORY_KB, host=None):
         self.program = program
         self._handle = ffi.new_handle(weakref.ref(self))
+        self._host = ffi.new("void *[1]") if host is None else host
+        ffi.cast("void **", self._host)[0] = self._handle
         errmsg = ffi.new("char **")
-        run = lib.zs_run_new(program._prog, int(memory_kb) * 1024, self._handle, errmsg)
+        run = lib.zs_run_new(program._prog, int(memory_kb) * 1024, self._host, errmsg)
         if run == ffi.NULL:
             raise _take_error(errmsg, "cannot create a script run")
         self._run = ffi.gc(run, lib.zs_run_free)
         self._regs = lib.zs_run_regs(run)
         self._args = ffi.new("uint64_t[5]")
+        self._nargs = 0
 
     def start(self, entry, args=(), budget=-1):
         """Runs entry `entry` (index or section name) with r1.. = args; returns DONE,
-        PREEMPTED or SUSPENDED (budget: back-edges and calls allowed, < 0 = no limit)."""
+        PREEMPTED or SUSPENDED. budget: back-edges and calls allowed before PREEMPTED
+        (< 0: no limit; give >= 1 to make progress)."""
         if entry.__class__ is str:
             entry = self.program.entry(entry)
         if args:
-            a = self._args
-            for i in range(5):
-                a[i] = args[i] & MASK64 if i < len(args) else 0
+            a, n = self._args, len(args)
+            if n > 5:
+                raise ScriptFault(f"an entry takes at most 5 arguments (r1..r5), not {n}")
+            try:
+                a[0:n] = args
+            except OverflowError:  # negative values: their 64-bit two's complement
+                a[0:n] = [value & MASK64 for value in args]
+            if n < self._nargs:
+                a[n:self._nargs] = [0] * (self._nargs - n)
+            self._nargs = n
             status = lib.zs_run_start(self._run, entry, a, budget)
         else:
             status = lib.zs_run_start(self._run, entry, ffi.NULL, budget)
         if status == FAULT:
             self._raise_fault()
+        if status < 0:
+            raise ScriptFault("start() of a run that is executing (called from one of its helpers)")
         return status
 
     def resume(self, r0=0, budget=-1):
@@ -190,7 +208,7 @@ class Run:
         if status == FAULT:
             self._raise_fault()
         if status < 0:
-            raise ScriptFault("resume() of a run that is neither preempted nor suspended")
+            raise ScriptFault("resume() of a run that is executing, or neither preempted nor suspended")
         return status
 
     @property
@@ -229,20 +247,25 @@ class Run:
         return addr
 
     def read(self, addr, length):
-        """Bytes of guest memory; a range outside the arena faults the calling helper."""
-        ptr = lib.zs_guest_ptr(self._run, addr & MASK64, length, 0)
-        if ptr == ffi.NULL:
-            raise MemoryFault(self._helper_fault_message(), address=addr)
-        return ffi.unpack(ffi.cast("char *", ptr), length)
+        """Bytes of guest memory; a range outside the arena raises MemoryFault (and, from
+        a helper, faults the run)."""
+        return ffi.unpack(ffi.cast("char *", self._guest_ptr(addr, length, 0)), length)
 
     def write(self, addr, data):
-        """Writes bytes into writable guest memory; outside it faults the calling helper."""
-        ptr = lib.zs_guest_ptr(self._run, addr & MASK64, len(data), 1)
+        """Writes bytes into writable guest memory; outside it raises MemoryFault (and,
+        from a helper, faults the run)."""
+        ffi.memmove(self._guest_ptr(addr, len(data), 1), data, len(data))
+
+    def _guest_ptr(self, addr, length, writable):
+        ptr = lib.zs_guest_ptr(self._run, addr & MASK64, length, writable)
         if ptr == ffi.NULL:
-            raise MemoryFault(self._helper_fault_message(), address=addr)
-        ffi.memmove(ptr, data, len(data))
+            what = ("is not writable script memory (outside it, or read-only data)" if writable
+                    else "is outside the script memory")
+            raise MemoryFault(f"0x{addr & MASK64:x} (+{length} bytes) {what}", address=addr)
+        return ptr
 
     def _helper_fault_message(self):
+        """The message a C helper left with zs_helper_fault (for host calls into helper code)."""
         return ffi.string(lib.zs_run_fault_message(self._run)).decode("utf-8", "replace")
 
     def pend(self):

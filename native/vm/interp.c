@@ -3,12 +3,14 @@
  * interp.c: the portable engine: executes verified instructions on the guest
  * state of a struct zs_run, caging every memory access, until the run ends,
  * faults, runs out of budget or waits on a helper.
+ *
+ * Dispatch is direct-threaded: one label per opcode, reached through a
+ * 256-entry table (GCC/Clang labels-as-values); the verifier guarantees only
+ * valid opcodes arrive, the rest land on a trap.
  */
 #include <string.h>
 
 #include "zsvm_int.h"
-
-#define U32(x) ((uint64_t)(uint32_t)(x))
 
 /* Signed division and modulo with the RFC's answers where C has none:
  * x / 0 = 0, x % 0 = x, INT_MIN / -1 = INT_MIN, INT_MIN % -1 = 0. */
@@ -48,133 +50,6 @@ static inline uint32_t smod32(uint32_t a, uint32_t b)
     return (uint32_t)((int32_t)a % (int32_t)b);
 }
 
-static inline uint64_t alu64(uint8_t op, int16_t off, uint64_t dst, uint64_t src)
-{
-    switch (op) {
-    case EBPF_ALU_ADD: return dst + src;
-    case EBPF_ALU_SUB: return dst - src;
-    case EBPF_ALU_MUL: return dst * src;
-    case EBPF_ALU_DIV:
-        if (off)
-            return sdiv64(dst, src);
-        return src ? dst / src : 0;
-    case EBPF_ALU_OR: return dst | src;
-    case EBPF_ALU_AND: return dst & src;
-    case EBPF_ALU_LSH: return dst << (src & 63);
-    case EBPF_ALU_RSH: return dst >> (src & 63);
-    case EBPF_ALU_NEG: return -dst;
-    case EBPF_ALU_MOD:
-        if (off)
-            return smod64(dst, src);
-        return src ? dst % src : dst;
-    case EBPF_ALU_XOR: return dst ^ src;
-    case EBPF_ALU_MOV:
-        switch (off) {
-        case 8: return (uint64_t)(int64_t)(int8_t)src;
-        case 16: return (uint64_t)(int64_t)(int16_t)src;
-        case 32: return (uint64_t)(int64_t)(int32_t)src;
-        default: return src;
-        }
-    case EBPF_ALU_ARSH: return (uint64_t)((int64_t)dst >> (src & 63));
-    default: return dst; /* END is handled by the caller */
-    }
-}
-
-static inline uint32_t alu32(uint8_t op, int16_t off, uint32_t dst, uint32_t src)
-{
-    switch (op) {
-    case EBPF_ALU_ADD: return dst + src;
-    case EBPF_ALU_SUB: return dst - src;
-    case EBPF_ALU_MUL: return dst * src;
-    case EBPF_ALU_DIV:
-        if (off)
-            return sdiv32(dst, src);
-        return src ? dst / src : 0;
-    case EBPF_ALU_OR: return dst | src;
-    case EBPF_ALU_AND: return dst & src;
-    case EBPF_ALU_LSH: return dst << (src & 31);
-    case EBPF_ALU_RSH: return dst >> (src & 31);
-    case EBPF_ALU_NEG: return -dst;
-    case EBPF_ALU_MOD:
-        if (off)
-            return smod32(dst, src);
-        return src ? dst % src : dst;
-    case EBPF_ALU_XOR: return dst ^ src;
-    case EBPF_ALU_MOV:
-        switch (off) {
-        case 8: return (uint32_t)(int32_t)(int8_t)src;
-        case 16: return (uint32_t)(int32_t)(int16_t)src;
-        default: return src;
-        }
-    case EBPF_ALU_ARSH: return (uint32_t)((int32_t)dst >> (src & 31));
-    default: return dst;
-    }
-}
-
-static inline uint64_t byteswap(uint64_t v, int32_t width)
-{
-    switch (width) {
-    case 16: return __builtin_bswap16((uint16_t)v);
-    case 32: return __builtin_bswap32((uint32_t)v);
-    default: return __builtin_bswap64(v);
-    }
-}
-
-static inline uint64_t truncate(uint64_t v, int32_t width)
-{
-    switch (width) {
-    case 16: return (uint16_t)v;
-    case 32: return (uint32_t)v;
-    default: return v;
-    }
-}
-
-static inline int cond64(uint8_t op, uint64_t a, uint64_t b)
-{
-    switch (op) {
-    case EBPF_JMP_JEQ: return a == b;
-    case EBPF_JMP_JGT: return a > b;
-    case EBPF_JMP_JGE: return a >= b;
-    case EBPF_JMP_JSET: return (a & b) != 0;
-    case EBPF_JMP_JNE: return a != b;
-    case EBPF_JMP_JSGT: return (int64_t)a > (int64_t)b;
-    case EBPF_JMP_JSGE: return (int64_t)a >= (int64_t)b;
-    case EBPF_JMP_JLT: return a < b;
-    case EBPF_JMP_JLE: return a <= b;
-    case EBPF_JMP_JSLT: return (int64_t)a < (int64_t)b;
-    case EBPF_JMP_JSLE: return (int64_t)a <= (int64_t)b;
-    default: return 0;
-    }
-}
-
-static inline int cond32(uint8_t op, uint32_t a, uint32_t b)
-{
-    switch (op) {
-    case EBPF_JMP_JEQ: return a == b;
-    case EBPF_JMP_JGT: return a > b;
-    case EBPF_JMP_JGE: return a >= b;
-    case EBPF_JMP_JSET: return (a & b) != 0;
-    case EBPF_JMP_JNE: return a != b;
-    case EBPF_JMP_JSGT: return (int32_t)a > (int32_t)b;
-    case EBPF_JMP_JSGE: return (int32_t)a >= (int32_t)b;
-    case EBPF_JMP_JLT: return a < b;
-    case EBPF_JMP_JLE: return a <= b;
-    case EBPF_JMP_JSLT: return (int32_t)a < (int32_t)b;
-    case EBPF_JMP_JSLE: return (int32_t)a <= (int32_t)b;
-    default: return 0;
-    }
-}
-
-static inline unsigned size_bytes(uint8_t opcode)
-{
-    switch (opcode & 0x18) {
-    case EBPF_SIZE_B: return 1;
-    case EBPF_SIZE_H: return 2;
-    case EBPF_SIZE_W: return 4;
-    default: return 8;
-    }
-}
-
 static inline uint64_t load_n(const uint8_t *p, unsigned n)
 {
     switch (n) {
@@ -192,16 +67,6 @@ static inline void store_n(uint8_t *p, unsigned n, uint64_t v)
     case 2: { uint16_t x = (uint16_t)v; memcpy(p, &x, 2); break; }
     case 4: { uint32_t x = (uint32_t)v; memcpy(p, &x, 4); break; }
     default: memcpy(p, &v, 8); break;
-    }
-}
-
-static inline uint64_t sign_extend(uint64_t v, unsigned n)
-{
-    switch (n) {
-    case 1: return (uint64_t)(int64_t)(int8_t)v;
-    case 2: return (uint64_t)(int64_t)(int16_t)v;
-    case 4: return (uint64_t)(int64_t)(int32_t)v;
-    default: return v;
     }
 }
 
@@ -223,9 +88,133 @@ static inline uint64_t atomic_op(uint8_t *p, unsigned n, int32_t op, uint64_t sr
     return old;
 }
 
+static inline uint64_t movsx64(int16_t width, uint64_t v)
+{
+    switch (width) {
+    case 8: return (uint64_t)(int64_t)(int8_t)v;
+    case 16: return (uint64_t)(int64_t)(int16_t)v;
+    case 32: return (uint64_t)(int64_t)(int32_t)v;
+    default: return v;
+    }
+}
+
+static inline uint32_t movsx32(int16_t width, uint32_t v)
+{
+    switch (width) {
+    case 8: return (uint32_t)(int32_t)(int8_t)v;
+    case 16: return (uint32_t)(int32_t)(int16_t)v;
+    default: return v;
+    }
+}
+
+static inline uint64_t byteswap(uint64_t v, int32_t width)
+{
+    switch (width) {
+    case 16: return __builtin_bswap16((uint16_t)v);
+    case 32: return __builtin_bswap32((uint32_t)v);
+    default: return __builtin_bswap64(v);
+    }
+}
+
+static inline uint64_t truncate(uint64_t v, int32_t width)
+{
+    switch (width) {
+    case 16: return (uint16_t)v;
+    case 32: return (uint32_t)v;
+    default: return v;
+    }
+}
+
+/* Operand spellings inside handlers: a = dst, b = the source (register or
+ * immediate), at the handler's width. */
+#define DST reg[in.dst]
+#define NEXT(step)                                                                                 \
+    do {                                                                                           \
+        pc += (step);                                                                              \
+        in = insts[pc];                                                                            \
+        goto *table[in.opcode];                                                                    \
+    } while (0)
+
+/* An ALU operation in its four forms: 64/32-bit, immediate/register. */
+#define ALU(name, e64, e32)                                                                        \
+    name##64k : { uint64_t a = DST, b = (uint64_t)(int64_t)in.imm; DST = (e64); NEXT(1); }       \
+    name##64x : { uint64_t a = DST, b = reg[in.src]; DST = (e64); NEXT(1); }                     \
+    name##32k : { uint32_t a = (uint32_t)DST, b = (uint32_t)in.imm; DST = (uint32_t)(e32); NEXT(1); } \
+    name##32x : { uint32_t a = (uint32_t)DST, b = (uint32_t)reg[in.src]; DST = (uint32_t)(e32); NEXT(1); }
+#define ALU_SLOTS(name, op)                                                                        \
+    [EBPF_CLS_ALU64 | EBPF_SRC_K | (op)] = &&name##64k, [EBPF_CLS_ALU64 | EBPF_SRC_X | (op)] = &&name##64x, \
+    [EBPF_CLS_ALU | EBPF_SRC_K | (op)] = &&name##32k, [EBPF_CLS_ALU | EBPF_SRC_X | (op)] = &&name##32x
+
+/* A conditional jump in its four forms: JMP/JMP32, immediate/register. The
+ * budget is charged at every backward one, taken or not. */
+#define JCC(name, e64, e32)                                                                        \
+    name##64k : { if (in.off < 0 && --budget < 0) goto preempted;                                  \
+                  uint64_t a = DST, b = (uint64_t)(int64_t)in.imm; NEXT((e64) ? 1 + in.off : 1); } \
+    name##64x : { if (in.off < 0 && --budget < 0) goto preempted;                                  \
+                  uint64_t a = DST, b = reg[in.src]; NEXT((e64) ? 1 + in.off : 1); }              \
+    name##32k : { if (in.off < 0 && --budget < 0) goto preempted;                                  \
+                  uint32_t a = (uint32_t)DST, b = (uint32_t)in.imm; NEXT((e32) ? 1 + in.off : 1); } \
+    name##32x : { if (in.off < 0 && --budget < 0) goto preempted;                                  \
+                  uint32_t a = (uint32_t)DST, b = (uint32_t)reg[in.src]; NEXT((e32) ? 1 + in.off : 1); }
+#define JCC_SLOTS(name, op)                                                                        \
+    [EBPF_CLS_JMP | EBPF_SRC_K | (op)] = &&name##64k, [EBPF_CLS_JMP | EBPF_SRC_X | (op)] = &&name##64x, \
+    [EBPF_CLS_JMP32 | EBPF_SRC_K | (op)] = &&name##32k, [EBPF_CLS_JMP32 | EBPF_SRC_X | (op)] = &&name##32x
+
+/* Caged memory access of n bytes at reg[base] + off: `host` is its address in the arena. */
+#define CAGE(base, n, store)                                                                       \
+    addr = reg[base] + (uint64_t)(int64_t)in.off;                                                  \
+    width = (n);                                                                                   \
+    is_store = (store);                                                                            \
+    if (addr - ZS_GUEST_BASE > arena_size - (n) || ((store) && addr - ZS_GUEST_BASE < ro_end))    \
+        goto memfault;                                                                             \
+    uint8_t *host = arena + (addr - ZS_GUEST_BASE);
+
+#define LOAD(name, T, n, ST)                                                                       \
+    name : { CAGE(in.src, n, 0) T v; memcpy(&v, host, n); DST = (uint64_t)(ST)v; NEXT(1); }
+#define STORE_IMM(name, T, n)                                                                      \
+    name : { CAGE(in.dst, n, 1) T v = (T)(int64_t)in.imm; memcpy(host, &v, n); NEXT(1); }
+#define STORE_REG(name, T, n)                                                                      \
+    name : { CAGE(in.dst, n, 1) T v = (T)reg[in.src]; memcpy(host, &v, n); NEXT(1); }
+#define ATOMIC(name, n)                                                                            \
+    name : { CAGE(in.dst, n, 1)                                                                    \
+             uint64_t old = atomic_op(host, n, in.imm, reg[in.src], reg[0]);                       \
+             if (in.imm == EBPF_ATOMIC_CMPXCHG) reg[0] = old;                                      \
+             else if (in.imm & EBPF_ATOMIC_FETCH) reg[in.src] = old;                               \
+             NEXT(1); }
+
+/* The table starts all-invalid, then names each opcode: overriding is the point. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverride-init"
 int zs_interp_run(struct zs_run *run)
 {
-    const struct ebpf_inst *insts = run->prog->insts;
+    static const void *const table[256] = {
+        [0 ... 255] = &&invalid,
+        ALU_SLOTS(add, EBPF_ALU_ADD), ALU_SLOTS(sub, EBPF_ALU_SUB), ALU_SLOTS(mul, EBPF_ALU_MUL),
+        ALU_SLOTS(div, EBPF_ALU_DIV), ALU_SLOTS(or, EBPF_ALU_OR), ALU_SLOTS(and, EBPF_ALU_AND),
+        ALU_SLOTS(lsh, EBPF_ALU_LSH), ALU_SLOTS(rsh, EBPF_ALU_RSH), ALU_SLOTS(mod, EBPF_ALU_MOD),
+        ALU_SLOTS(xor, EBPF_ALU_XOR), ALU_SLOTS(mov, EBPF_ALU_MOV), ALU_SLOTS(arsh, EBPF_ALU_ARSH),
+        [EBPF_CLS_ALU64 | EBPF_ALU_NEG] = &&neg64, [EBPF_CLS_ALU | EBPF_ALU_NEG] = &&neg32,
+        [EBPF_CLS_ALU | EBPF_SRC_K | EBPF_ALU_END] = &&le, [EBPF_CLS_ALU | EBPF_SRC_X | EBPF_ALU_END] = &&be,
+        [EBPF_CLS_ALU64 | EBPF_ALU_END] = &&bswap,
+        JCC_SLOTS(jeq, EBPF_JMP_JEQ), JCC_SLOTS(jgt, EBPF_JMP_JGT), JCC_SLOTS(jge, EBPF_JMP_JGE),
+        JCC_SLOTS(jset, EBPF_JMP_JSET), JCC_SLOTS(jne, EBPF_JMP_JNE), JCC_SLOTS(jsgt, EBPF_JMP_JSGT),
+        JCC_SLOTS(jsge, EBPF_JMP_JSGE), JCC_SLOTS(jlt, EBPF_JMP_JLT), JCC_SLOTS(jle, EBPF_JMP_JLE),
+        JCC_SLOTS(jslt, EBPF_JMP_JSLT), JCC_SLOTS(jsle, EBPF_JMP_JSLE),
+        [EBPF_OP_JA] = &&ja, [EBPF_OP_GOTOL] = &&gotol, [EBPF_OP_CALL] = &&call,
+        [EBPF_OP_CALLX] = &&callx, [EBPF_OP_EXIT] = &&exit, [EBPF_OP_LDDW] = &&lddw,
+        [EBPF_CLS_LDX | EBPF_MODE_MEM | EBPF_SIZE_B] = &&ldxb, [EBPF_CLS_LDX | EBPF_MODE_MEM | EBPF_SIZE_H] = &&ldxh,
+        [EBPF_CLS_LDX | EBPF_MODE_MEM | EBPF_SIZE_W] = &&ldxw, [EBPF_CLS_LDX | EBPF_MODE_MEM | EBPF_SIZE_DW] = &&ldxdw,
+        [EBPF_CLS_LDX | EBPF_MODE_MEMSX | EBPF_SIZE_B] = &&ldxsb, [EBPF_CLS_LDX | EBPF_MODE_MEMSX | EBPF_SIZE_H] = &&ldxsh,
+        [EBPF_CLS_LDX | EBPF_MODE_MEMSX | EBPF_SIZE_W] = &&ldxsw,
+        [EBPF_CLS_ST | EBPF_MODE_MEM | EBPF_SIZE_B] = &&stb, [EBPF_CLS_ST | EBPF_MODE_MEM | EBPF_SIZE_H] = &&sth,
+        [EBPF_CLS_ST | EBPF_MODE_MEM | EBPF_SIZE_W] = &&stw, [EBPF_CLS_ST | EBPF_MODE_MEM | EBPF_SIZE_DW] = &&stdw,
+        [EBPF_CLS_STX | EBPF_MODE_MEM | EBPF_SIZE_B] = &&stxb, [EBPF_CLS_STX | EBPF_MODE_MEM | EBPF_SIZE_H] = &&stxh,
+        [EBPF_CLS_STX | EBPF_MODE_MEM | EBPF_SIZE_W] = &&stxw, [EBPF_CLS_STX | EBPF_MODE_MEM | EBPF_SIZE_DW] = &&stxdw,
+        [EBPF_CLS_STX | EBPF_MODE_ATOMIC | EBPF_SIZE_W] = &&atomic32,
+        [EBPF_CLS_STX | EBPF_MODE_ATOMIC | EBPF_SIZE_DW] = &&atomic64,
+    };
+#pragma GCC diagnostic pop
+    const struct ebpf_inst *const insts = run->prog->insts;
     uint8_t *const arena = run->arena;
     const uint64_t arena_size = run->arena_size;
     const uint64_t ro_end = run->ro_end;
@@ -236,139 +225,126 @@ int zs_interp_run(struct zs_run *run)
     uint64_t addr = 0;
     unsigned width = 0;
     int is_store = 0;
+    struct ebpf_inst in;
 
-    for (;;) {
-        const struct ebpf_inst in = insts[pc];
-        const uint8_t cls = in.opcode & EBPF_CLS_MASK;
-        switch (cls) {
-        case EBPF_CLS_ALU64: {
-            uint8_t op = in.opcode & 0xf0;
-            uint64_t src = (in.opcode & EBPF_SRC_X) ? reg[in.src] : (uint64_t)(int64_t)in.imm;
-            if (op == EBPF_ALU_END)
-                reg[in.dst] = byteswap(reg[in.dst], in.imm);
-            else
-                reg[in.dst] = alu64(op, in.off, reg[in.dst], src);
-            pc++;
-            break;
+    NEXT(0);
+
+    ALU(add, a + b, a + b)
+    ALU(sub, a - b, a - b)
+    ALU(mul, a * b, a * b)
+    ALU(div, in.off ? sdiv64(a, b) : (b ? a / b : 0), in.off ? sdiv32(a, b) : (b ? a / b : 0))
+    ALU(or, a | b, a | b)
+    ALU(and, a & b, a & b)
+    ALU(lsh, a << (b & 63), a << (b & 31))
+    ALU(rsh, a >> (b & 63), a >> (b & 31))
+    ALU(mod, in.off ? smod64(a, b) : (b ? a % b : a), in.off ? smod32(a, b) : (b ? a % b : a))
+    ALU(xor, a ^ b, a ^ b)
+    ALU(mov, ((void)a, movsx64(in.off, b)), ((void)a, movsx32(in.off, b)))
+    ALU(arsh, (uint64_t)((int64_t)a >> (b & 63)), (uint32_t)((int32_t)a >> (b & 31)))
+neg64:
+    DST = -DST;
+    NEXT(1);
+neg32:
+    DST = (uint32_t)-(uint32_t)DST;
+    NEXT(1);
+le:
+    DST = truncate(DST, in.imm);
+    NEXT(1);
+be:
+bswap:
+    DST = byteswap(DST, in.imm);
+    NEXT(1);
+
+    JCC(jeq, a == b, a == b)
+    JCC(jgt, a > b, a > b)
+    JCC(jge, a >= b, a >= b)
+    JCC(jset, (a & b) != 0, (a & b) != 0)
+    JCC(jne, a != b, a != b)
+    JCC(jsgt, (int64_t)a > (int64_t)b, (int32_t)a > (int32_t)b)
+    JCC(jsge, (int64_t)a >= (int64_t)b, (int32_t)a >= (int32_t)b)
+    JCC(jlt, a < b, a < b)
+    JCC(jle, a <= b, a <= b)
+    JCC(jslt, (int64_t)a < (int64_t)b, (int32_t)a < (int32_t)b)
+    JCC(jsle, (int64_t)a <= (int64_t)b, (int32_t)a <= (int32_t)b)
+ja:
+    if (in.off < 0 && --budget < 0)
+        goto preempted;
+    NEXT(1 + in.off);
+gotol:
+    if (in.imm < 0 && --budget < 0)
+        goto preempted;
+    NEXT(1 + in.imm);
+
+call:
+    if (--budget < 0)
+        goto preempted;
+    if (in.src == EBPF_CALL_LOCAL) {
+        if (run->depth >= ZS_MAX_CALL_DEPTH) {
+            zs_run_set_fault(run, pc, 0, "local calls nested deeper than %d at pc %u", ZS_MAX_CALL_DEPTH, pc);
+            goto stopped;
         }
-        case EBPF_CLS_ALU: {
-            uint8_t op = in.opcode & 0xf0;
-            if (op == EBPF_ALU_END) {
-                reg[in.dst] = (in.opcode & EBPF_SRC_X) ? byteswap(reg[in.dst], in.imm)
-                                                       : truncate(reg[in.dst], in.imm);
-            } else {
-                uint32_t src = (in.opcode & EBPF_SRC_X) ? (uint32_t)reg[in.src] : (uint32_t)in.imm;
-                reg[in.dst] = U32(alu32(op, in.off, (uint32_t)reg[in.dst], src));
-            }
-            pc++;
-            break;
-        }
-        case EBPF_CLS_JMP:
-        case EBPF_CLS_JMP32: {
-            uint8_t op = in.opcode & 0xf0;
-            if (op == EBPF_JMP_JA) {
-                int32_t delta = cls == EBPF_CLS_JMP ? in.off : in.imm;
-                if (delta < 0 && --budget < 0)
-                    goto preempted;
-                pc += 1 + delta;
-                break;
-            }
-            if (cls == EBPF_CLS_JMP && op == EBPF_JMP_CALL) {
-                if (--budget < 0)
-                    goto preempted;
-                if (in.opcode == EBPF_OP_CALL && in.src == EBPF_CALL_LOCAL) {
-                    if (run->depth >= ZS_MAX_CALL_DEPTH) {
-                        zs_run_set_fault(run, pc, 0, "local calls nested deeper than %d at pc %u",
-                                         ZS_MAX_CALL_DEPTH, pc);
-                        goto stopped;
-                    }
-                    struct zs_frame *f = &run->frames[run->depth++];
-                    f->return_pc = pc + 1;
-                    memcpy(f->saved, &reg[6], sizeof(f->saved));
-                    f->saved_r10 = reg[10];
-                    reg[10] -= ZS_FRAME_SIZE;
-                    pc += 1 + in.imm;
-                    break;
-                }
-                uint64_t index = in.opcode == EBPF_OP_CALLX ? reg[in.dst] : (uint64_t)(uint32_t)in.imm;
-                memcpy(run->reg, reg, sizeof(reg));
-                if (zs_call_helper(run, index, pc) != ZS_HELPER_OK) {
-                    run->budget = budget;
-                    return run->status;
-                }
-                reg[0] = run->reg[0];
-                pc++;
-                break;
-            }
-            if (cls == EBPF_CLS_JMP && op == EBPF_JMP_EXIT) {
-                if (run->depth == 0) {
-                    memcpy(run->reg, reg, sizeof(reg));
-                    run->pc = pc;
-                    run->budget = budget;
-                    run->status = ZS_DONE;
-                    return ZS_DONE;
-                }
-                struct zs_frame *f = &run->frames[--run->depth];
-                memcpy(&reg[6], f->saved, sizeof(f->saved));
-                reg[10] = f->saved_r10;
-                pc = f->return_pc;
-                break;
-            }
-            if (in.off < 0 && --budget < 0)
-                goto preempted;
-            int taken;
-            if (cls == EBPF_CLS_JMP) {
-                uint64_t b = (in.opcode & EBPF_SRC_X) ? reg[in.src] : (uint64_t)(int64_t)in.imm;
-                taken = cond64(op, reg[in.dst], b);
-            } else {
-                uint32_t b = (in.opcode & EBPF_SRC_X) ? (uint32_t)reg[in.src] : (uint32_t)in.imm;
-                taken = cond32(op, (uint32_t)reg[in.dst], b);
-            }
-            pc += taken ? 1 + in.off : 1;
-            break;
-        }
-        case EBPF_CLS_LD: /* lddw, the only LD the verifier admits */
-            reg[in.dst] = U32(in.imm) | ((uint64_t)(uint32_t)insts[pc + 1].imm << 32);
-            pc += 2;
-            break;
-        case EBPF_CLS_LDX: {
-            width = size_bytes(in.opcode);
-            addr = reg[in.src] + (uint64_t)(int64_t)in.off;
-            uint64_t off = addr - ZS_GUEST_BASE;
-            if (off > arena_size - width) {
-                is_store = 0;
-                goto memfault;
-            }
-            uint64_t v = load_n(arena + off, width);
-            reg[in.dst] = (in.opcode & 0xe0) == EBPF_MODE_MEMSX ? sign_extend(v, width) : v;
-            pc++;
-            break;
-        }
-        case EBPF_CLS_ST:
-        case EBPF_CLS_STX: {
-            width = size_bytes(in.opcode);
-            addr = reg[in.dst] + (uint64_t)(int64_t)in.off;
-            uint64_t off = addr - ZS_GUEST_BASE;
-            if (off > arena_size - width || off < ro_end) {
-                is_store = 1;
-                goto memfault;
-            }
-            if (cls == EBPF_CLS_ST) {
-                store_n(arena + off, width, (uint64_t)(int64_t)in.imm);
-            } else if ((in.opcode & 0xe0) == EBPF_MODE_ATOMIC) {
-                uint64_t old = atomic_op(arena + off, width, in.imm, reg[in.src], reg[0]);
-                if (in.imm == EBPF_ATOMIC_CMPXCHG)
-                    reg[0] = old;
-                else if (in.imm & EBPF_ATOMIC_FETCH)
-                    reg[in.src] = old;
-            } else {
-                store_n(arena + off, width, reg[in.src]);
-            }
-            pc++;
-            break;
-        }
-        }
+        struct zs_frame *f = &run->frames[run->depth++];
+        f->return_pc = pc + 1;
+        memcpy(f->saved, &reg[6], sizeof(f->saved));
+        f->saved_r10 = reg[10];
+        reg[10] -= ZS_FRAME_SIZE;
+        NEXT(1 + in.imm);
     }
+    addr = (uint32_t)in.imm; /* the helper index */
+    goto helper;
+callx:
+    if (--budget < 0)
+        goto preempted;
+    addr = DST;
+helper:
+    memcpy(run->reg, reg, sizeof(reg));
+    if (zs_call_helper(run, addr, pc) != ZS_HELPER_OK) {
+        run->budget = budget;
+        return run->status;
+    }
+    reg[0] = run->reg[0];
+    NEXT(1);
+exit:
+    if (run->depth == 0) {
+        memcpy(run->reg, reg, sizeof(reg));
+        run->pc = pc;
+        run->budget = budget;
+        run->status = ZS_DONE;
+        return ZS_DONE;
+    }
+    {
+        const struct zs_frame *f = &run->frames[--run->depth];
+        memcpy(&reg[6], f->saved, sizeof(f->saved));
+        reg[10] = f->saved_r10;
+        pc = f->return_pc;
+    }
+    NEXT(0);
+
+lddw:
+    DST = (uint32_t)in.imm | ((uint64_t)(uint32_t)insts[pc + 1].imm << 32);
+    NEXT(2);
+
+    LOAD(ldxb, uint8_t, 1, uint8_t)
+    LOAD(ldxh, uint16_t, 2, uint16_t)
+    LOAD(ldxw, uint32_t, 4, uint32_t)
+    LOAD(ldxdw, uint64_t, 8, uint64_t)
+    LOAD(ldxsb, uint8_t, 1, int8_t)
+    LOAD(ldxsh, uint16_t, 2, int16_t)
+    LOAD(ldxsw, uint32_t, 4, int32_t)
+    STORE_IMM(stb, uint8_t, 1)
+    STORE_IMM(sth, uint16_t, 2)
+    STORE_IMM(stw, uint32_t, 4)
+    STORE_IMM(stdw, uint64_t, 8)
+    STORE_REG(stxb, uint8_t, 1)
+    STORE_REG(stxh, uint16_t, 2)
+    STORE_REG(stxw, uint32_t, 4)
+    STORE_REG(stxdw, uint64_t, 8)
+    ATOMIC(atomic32, 4)
+    ATOMIC(atomic64, 8)
+
+invalid:
+    zs_run_set_fault(run, pc, 0, "invalid opcode 0x%02x at pc %u", in.opcode, pc);
+    goto stopped;
 
 preempted:
     memcpy(run->reg, reg, sizeof(reg));

@@ -296,15 +296,27 @@ static void emit_budget_check(struct compiler *c, uint32_t pc)
     jump_to_stub(c, CC_L, pc, TAIL_PREEMPT, 0);
 }
 
+/* An access within the current stack frame: r10 + off with
+ * -ZS_FRAME_SIZE <= off <= -size. r10 is read-only for the guest (verifier),
+ * so it is always ZS_GUEST_BASE + arena_size - depth * ZS_FRAME_SIZE with
+ * depth <= ZS_MAX_CALL_DEPTH, and zs_run_new leaves ZS_STACK_SIZE bytes above
+ * all read-only and data bytes: such an access can never leave the cage. */
+static int in_own_frame(int base_guest_reg, int16_t off, int size_log2)
+{
+    return base_guest_reg == 10 && off >= -(int32_t)ZS_FRAME_SIZE && off <= -(1 << size_log2);
+}
+
 /* rcx = base + off - ZS_GUEST_BASE, checked against the cage; the access is
  * then [ARENA + rcx]. */
-static void emit_cage_check(struct compiler *c, uint32_t pc, int base, int16_t off, int size_log2,
-                            int store)
+static void emit_cage_check(struct compiler *c, uint32_t pc, int base_guest_reg, int16_t off,
+                            int size_log2, int store)
 {
     struct jit_buf *b = &c->buf;
     uint32_t info = (1u << size_log2) | (store ? 0x100u : 0);
-    emit_rm(b, X_W, 0x8d, RCX, base, -1, 1, off);                      /* lea rcx, [base+off] */
-    emit_rm(b, X_W, 0x2b, RCX, RSP, -1, 1, FR(guest_base));            /* sub rcx, [base] */
+    emit_rm(b, X_W, 0x8d, RCX, guest_reg[base_guest_reg], -1, 1, off); /* lea rcx, [base+off] */
+    emit_rm(b, X_W, 0x2b, RCX, RSP, -1, 1, FR(guest_base));            /* sub rcx, [guest_base] */
+    if (in_own_frame(base_guest_reg, off, size_log2))
+        return;
     emit_rm(b, X_W, 0x3b, RCX, RSP, -1, 1, FR_LIMIT(size_log2));       /* cmp rcx, [limit] */
     jump_to_stub(c, CC_A, pc, TAIL_MEM_FAULT, info);
     if (store) {
@@ -318,7 +330,7 @@ static void emit_load(struct compiler *c, uint32_t pc, const struct ebpf_inst *i
     int lg = size_log2_of(in->opcode);
     int dst = guest_reg[in->dst];
     int sx = (in->opcode & 0xe0) == EBPF_MODE_MEMSX;
-    emit_cage_check(c, pc, guest_reg[in->src], in->off, lg, 0);
+    emit_cage_check(c, pc, in->src, in->off, lg, 0);
     static const unsigned zx_ops[4] = {0x0fb6, 0x0fb7, 0x8b, 0x8b};
     static const unsigned sx_ops[4] = {0x0fbe, 0x0fbf, 0x63, 0x8b};
     unsigned flags = sx || lg == 3 ? X_W : 0;
@@ -330,7 +342,7 @@ static void emit_store(struct compiler *c, uint32_t pc, const struct ebpf_inst *
     struct jit_buf *b = &c->buf;
     int lg = size_log2_of(in->opcode);
     static const unsigned size_flags[4] = {X_BYTE, X_16, 0, X_W};
-    emit_cage_check(c, pc, guest_reg[in->dst], in->off, lg, 1);
+    emit_cage_check(c, pc, in->dst, in->off, lg, 1);
     if ((in->opcode & EBPF_CLS_MASK) == EBPF_CLS_STX) {
         emit_rm(b, size_flags[lg], lg == 0 ? 0x88 : 0x89, guest_reg[in->src], ARENA, RCX, 1, 0);
     } else {
@@ -368,7 +380,7 @@ static int emit_atomic(struct compiler *c, uint32_t pc, const struct ebpf_inst *
         ;
     else if (!rmw_op)
         return -1;
-    emit_cage_check(c, pc, guest_reg[in->dst], in->off, lg, 1);
+    emit_cage_check(c, pc, in->dst, in->off, lg, 1);
 
     if (in->imm == EBPF_ATOMIC_CMPXCHG) {
         int r0 = guest_reg[0];
@@ -562,9 +574,7 @@ static int emit_alu(struct compiler *c, const struct ebpf_inst *in)
         int digit = op == EBPF_ALU_LSH ? 4 : op == EBPF_ALU_RSH ? 5 : 7;
         if (use_reg) {
             emit_mov_rr(b, 0, RCX, src);
-            emit_rr(b, wf, 0xd3, digit, dst);
-            if (!w)
-                emit_mov_rr(b, 0, dst, dst); /* a count of 0 must still zero-extend */
+            emit_rr(b, wf, 0xd3, digit, dst); /* 32-bit form zero-extends, even by 0 */
         } else {
             int count = in->imm & (w ? 63 : 31);
             if (count) {

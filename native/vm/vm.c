@@ -204,13 +204,17 @@ struct zs_run *zs_run_new(const struct zs_program *prog, size_t arena_size, void
 {
     arena_size &= ~(size_t)7;
     uint64_t need = align8(prog->ro_size + prog->data_size) + ZS_STACK_SIZE;
-    if (arena_size < need || arena_size > (1ull << 31)) {
-        set_err(errmsg, zs_errmsg("script memory of %zu bytes is too small: this script needs "
-                                  "at least %llu KiB (%llu bytes of globals + %u of stack), "
-                                  "and at most 2 GiB is possible",
-                                  arena_size, (unsigned long long)((need + 1023) / 1024),
+    if (arena_size < need) {
+        set_err(errmsg, zs_errmsg("script memory of %zu KiB is too small: this script needs "
+                                  "at least %llu KiB (%llu bytes of globals + %u of stack)",
+                                  arena_size / 1024, (unsigned long long)((need + 1023) / 1024),
                                   (unsigned long long)(prog->ro_size + prog->data_size),
                                   ZS_STACK_SIZE));
+        return NULL;
+    }
+    if (arena_size > (1ull << 31)) {
+        set_err(errmsg, zs_errmsg("script memory of %zu KiB is more than the 2 GiB possible",
+                                  arena_size / 1024));
         return NULL;
     }
     struct zs_run *run = calloc(1, sizeof(*run));
@@ -291,13 +295,17 @@ static int engine_run(struct zs_run *run, int64_t budget)
     run->budget = budget < 0 ? INT64_MAX : budget;
     run->fault_kind = ZS_FAULT_KIND_NONE;
     run->fault_msg[0] = '\0';
+    run->active = 1;
     run->status = run->prog->engine == ZS_ENGINE_JIT ? zs_jit_run(run) : zs_interp_run(run);
+    run->active = 0;
     return run->status;
 }
 
 int zs_run_start(struct zs_run *run, int entry, const uint64_t args[5], int64_t budget)
 {
     const struct zs_program *prog = run->prog;
+    if (run->active)
+        return -1;
     if (entry < 0 || (uint32_t)entry >= prog->num_entries) {
         zs_run_set_fault(run, 0, 0, "no entry point #%d (the program has %u)", entry,
                          prog->num_entries);
@@ -316,6 +324,8 @@ int zs_run_start(struct zs_run *run, int entry, const uint64_t args[5], int64_t 
 
 int zs_run_resume(struct zs_run *run, uint64_t r0, int64_t budget)
 {
+    if (run->active)
+        return -1;
     if (run->status == ZS_SUSPENDED)
         run->reg[0] = r0;
     else if (run->status != ZS_PREEMPTED)
@@ -434,6 +444,8 @@ void *zs_guest_ptr(struct zs_run *run, uint64_t addr, uint64_t len, int writable
     uint64_t off = addr - ZS_GUEST_BASE;
     if (len <= run->arena_size && off <= run->arena_size - len && !(writable && off < run->ro_end))
         return run->arena + off;
+    if (!run->active)
+        return NULL; /* the host between runs: nothing to fault */
     run->helper_status = ZS_HELPER_FAULT;
     run->fault_addr = addr;
     snprintf(run->fault_msg, sizeof(run->fault_msg), "%s range 0x%llx (+%llu bytes) is %s",

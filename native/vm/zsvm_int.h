@@ -122,13 +122,13 @@ struct zs_run {
     uint32_t fault_pc;
     uint64_t fault_addr;
     char fault_msg[ZS_ERRMSG_MAX];
-
     int fault_kind;           /* enum zs_fault (include/zsvm.h) */
 
     /* set by a helper through zs_helper_fault / zs_helper_pend / zs_helper_exit
      * (an enum zs_helper_result value; OK before every helper call) */
     int helper_status;
     uint64_t charged;         /* host bytes charged against the free heap */
+    int active;               /* an engine is executing this run (refuses re-entry) */
 };
 
 /* Results of zs_call_helper, the one way both engines call a helper (call

@@ -176,3 +176,28 @@ def test_cage_access_faults_exactly_outside(kind, size, base, off, engine):
         with pytest.raises(MemoryFault) as info:
             run.start(0, (base,))
         assert info.value.address == addr and info.value.pc == 0
+
+
+def test_cage_host_access_between_runs_is_checked_too():
+    """Run.read/write from the host between runs refuse ranges outside the arena, and the run stays usable."""
+    run = Run(Program.load_raw(asm("ldxdw %r0, [%r1]\nexit"), engine="interp"), memory_kb=MEMORY_KB)
+    with pytest.raises(MemoryFault):
+        run.start(0, (0,))
+    with pytest.raises(MemoryFault, match="outside the script memory"):
+        run.read(GUEST_BASE + ARENA - 4, 8)
+    with pytest.raises(MemoryFault, match="not writable"):
+        run.write(0, b"x")
+    addr = run.alloc(b"\x01" * 8)
+    assert run.read(addr, 8) == b"\x01" * 8
+    assert run.start(0, (addr,)) == DONE and run.result == 0x0101010101010101
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cage_memory_cap_counts_globals(compiler, engine):
+    """512 KiB of .bss does not fit the default 256 KiB cap (the error says how much is needed); 1 MiB does."""
+    program = Program.load_elf(compile_script("bigdata", compiler), engine=engine)
+    with pytest.raises(ScriptLoadError, match=r"at least 548 KiB"):
+        Run(program)
+    run = Run(program, memory_kb=1024)
+    assert run.start("zeroserve.request", (65535, 7)) == DONE and run.result == 7

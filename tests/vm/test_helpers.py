@@ -2,7 +2,7 @@
 import pytest
 
 from vm_support import COMPILERS, ENGINES, asm, compile_script
-from zeroserve.core.errors import ScriptFault
+from zeroserve.core.errors import ScriptFault, ScriptLoadError
 from zeroserve.native._zsvm import ffi, lib
 from zeroserve.vm import DONE, SUSPENDED, Program, Run
 
@@ -55,7 +55,7 @@ def test_helpers_c_function_pointer_is_called_by_name(engine):
 def test_helpers_exit_ends_run_at_once(engine):
     """A helper calling run.exit(v) ends the run DONE with r0 = v; nothing after the call runs."""
     code = asm("mov %r6, 1\ncall 0\nmov %r6, 2\nmov %r0, 3\nexit")
-    run = Run(Program.load_raw(code, [lambda run, *_: run.exit(77)], engine=engine))
+    run = Run(Program.load_raw(code, [lambda run, *_: run.exit(77) or 0], engine=engine))
     assert run.start(0) == DONE
     assert run.result == 77 and run.register(6) == 1
 
@@ -97,6 +97,46 @@ def test_helpers_resume_of_finished_run_is_refused(engine):
 
 def test_helpers_non_callable_is_refused():
     """A helper table entry that is neither a function pointer nor callable fails the load."""
-    from zeroserve.core.errors import ScriptLoadError
     with pytest.raises(ScriptLoadError, match="neither"):
         Program.load_raw(asm("exit"), {0: 42}, engine="interp")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_helpers_reentering_own_run_faults(engine):
+    """A helper that starts or resumes the run executing it gets an error, which faults the run."""
+    run = Run(Program.load_raw(asm("call 0\nexit"), [lambda run, *_: run.start(0)], engine=engine))
+    with pytest.raises(ScriptFault, match="start\\(\\) of a run that is executing"):
+        run.start(0)
+    run = Run(Program.load_raw(asm("call 0\nexit"), [lambda run, *_: run.resume(0)], engine=engine))
+    with pytest.raises(ScriptFault, match="resume\\(\\) of a run that is executing"):
+        run.start(0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_helpers_entry_arguments_reach_registers(engine):
+    """start() args become r1..r5 (negatives as two's complement); fewer args zero the rest."""
+    code = asm("mov %r0, %r1\nadd %r0, %r2\nadd %r0, %r3\nadd %r0, %r4\nadd %r0, %r5\nexit")
+    run = Run(Program.load_raw(code, engine=engine))
+    run.start(0, (1, 2, 3, 4, 5))
+    assert run.result == 15
+    run.start(0, (10, -1))
+    assert run.result == 9
+    run.start(0)
+    assert run.result == 0
+    with pytest.raises(ScriptFault, match="at most 5"):
+        run.start(0, (1, 2, 3, 4, 5, 6))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_helpers_see_the_host_state_given_to_run(engine):
+    """With Run(host=state), Python helpers still find their Run while C code sees `state` as the host."""
+    state = ffi.new("void *[4]")
+    seen = []
+
+    def record(run, *_):
+        seen.append((run, lib.zs_run_host(run._run)))
+        return 1
+
+    run = Run(Program.load_raw(asm("call 0\nexit"), [record], engine=engine), host=state)
+    assert run.start(0) == DONE and run.result == 1
+    assert seen[0][0] is run and seen[0][1] == ffi.cast("void *", state)

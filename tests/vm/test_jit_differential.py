@@ -23,12 +23,14 @@ from zeroserve.vm import DONE, PREEMPTED, SUSPENDED, MemoryFault, Program
 GUEST_BASE = 1 << 32
 MASK64 = (1 << 64) - 1
 MEMORY_KB = 64
+MAX_STOPS = 5000  # far more than any generated program needs at budget 1
 
 # Instruction encoding (RFC 9669): classes, operand source, operations.
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
 K, X = 0x00, 0x08
 ALU_OPS = (0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
 NEG, MOV, ADD, DIV, MOD, END = 0x80, 0xB0, 0x00, 0x30, 0x90, 0xD0
+SHIFTS = (0x60, 0x70, 0xC0)
 CONDITIONS = (0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0)
 JA, JEQ, JNE, JGT, JSGT, JGE, CALL, EXIT = 0x00, 0x10, 0x50, 0x20, 0x60, 0x30, 0x80, 0x90
 SIZE_W, SIZE_H, SIZE_B, SIZE_DW = 0x00, 0x08, 0x10, 0x18
@@ -45,6 +47,7 @@ INTERESTING_32 = (0, 1, -1, 2, 31, 32, 63, 64, 0x7F, -128, -(1 << 31), (1 << 31)
 
 values64 = st.one_of(st.sampled_from(INTERESTING_64), st.integers(0, MASK64))
 imm32 = st.one_of(st.sampled_from(INTERESTING_32), st.integers(-(1 << 31), (1 << 31) - 1))
+shift_counts = st.one_of(st.sampled_from((0, 1, 31, 32, 33, 63, 64, -1)), imm32)
 any_reg = st.integers(0, 10)
 
 
@@ -71,6 +74,11 @@ def mov_imm(dst, imm):
 
 
 @st.composite
+def alu_run(draw, writable):
+    return [slot for code in draw(st.lists(alu(writable), min_size=1, max_size=5)) for slot in code]
+
+
+@st.composite
 def alu(draw, writable):
     cls = draw(st.sampled_from((ALU, ALU64)))
     op = draw(st.sampled_from(ALU_OPS))
@@ -81,11 +89,18 @@ def alu(draw, writable):
         source = draw(st.sampled_from((K, X))) if cls == ALU else K
         return insn(cls | source | op, dst, imm=draw(st.sampled_from((16, 32, 64))))
     off = draw(st.sampled_from((0, 1))) if op in (DIV, MOD) else 0  # 1: signed
+    if op in (DIV, MOD) and draw(st.booleans()):
+        # the divisors and dividends with special answers: 0, -1, INT_MIN
+        src = draw(st.sampled_from(writable))
+        special = (0, -1, 1 << 63, 1 << 31, (1 << 32) - 1)
+        return (lddw(src, draw(st.sampled_from(special)) & MASK64)
+                + lddw(dst, draw(st.sampled_from(special + (7,))) & MASK64)
+                + insn(cls | X | op, dst, src, off))
     if draw(st.booleans()):
         if op == MOV:  # movsx widths
             off = draw(st.sampled_from((0, 8, 16, 32) if cls == ALU64 else (0, 8, 16)))
         return insn(cls | X | op, dst, draw(any_reg), off)
-    return insn(cls | K | op, dst, off=off, imm=draw(imm32))
+    return insn(cls | K | op, dst, off=off, imm=draw(shift_counts if op in SHIFTS else imm32))
 
 
 def load(draw, dst, base, off):
@@ -183,7 +198,7 @@ def conditional_jump(draw, off, cls=None, dst=None):
     dst = draw(any_reg) if dst is None else dst
     if draw(st.booleans()):
         return insn(cls | X | op, dst, draw(any_reg), off)
-    return insn(cls | K | op, dst, off=off, imm=draw(imm32))
+    return insn(cls | K | op, dst, off=off, imm=draw(shift_counts if op in SHIFTS else imm32))
 
 
 def loop(draw, writable, depth, functions):
@@ -204,7 +219,7 @@ def loop(draw, writable, depth, functions):
 @st.composite
 def piece(draw, writable, depth, functions):
     # listed more than once: drawn more often
-    leaves = [alu(writable)] * 4 + [stack_store_load(writable)] * 2 + [
+    leaves = [alu_run(writable)] * 4 + [stack_store_load(writable)] * 2 + [
         stack_atomic(writable), edge_access(writable), helper_call(writable)]
     structured = [st.just("if"), st.just("loop"), st.just("call")] if depth < 2 else []
     choice = draw(st.one_of(*leaves, *structured))
@@ -222,7 +237,7 @@ def piece(draw, writable, depth, functions):
 
 @st.composite
 def pieces(draw, writable, depth, functions):
-    chosen = draw(st.lists(piece(writable, depth, functions), min_size=1 if depth else 3, max_size=8))
+    chosen = draw(st.lists(piece(writable, depth, functions), min_size=1 if depth else 3, max_size=10))
     return [slot for p in chosen for slot in p]
 
 
@@ -287,6 +302,7 @@ def outcome(code, engine, budget):
     try:
         status = run.start(0, budget=budget)
         while status in (PREEMPTED, SUSPENDED):
+            assert len(stops) < MAX_STOPS, f"{engine}: the run makes no progress"
             stops.append((status, registers(run)))
             status = run.resume(r0=len(stops) * 0x9E3779B97F4A7C15, budget=budget)
     except ScriptFault as fault:
@@ -295,7 +311,7 @@ def outcome(code, engine, budget):
     return stops, ("done", registers(run))
 
 
-@settings(max_examples=250, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(programs())
 def test_jit_random_programs_match_interpreter(code):
@@ -304,30 +320,136 @@ def test_jit_random_programs_match_interpreter(code):
         assert outcome(code, "jit", budget) == outcome(code, "interp", budget), budget
 
 
+# ---- every operation on a grid of operands ---------------------------------------------
+# One program per operation variant applies it to every pair of GRID values
+# and folds each result into r9 (r9 = r9 * FOLD + result), so a single wrong
+# bit anywhere changes the outcome.
+
+GRID = (0, 1, 2, 7, 31, 32, 63, 64, MASK64, MASK64 - 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF,
+        1 << 32, (1 << 63) - 1, 1 << 63, 0x123456789ABCDEF0)
+FOLD = 0x01000193
+ACC, A, B = 9, 1, 2
+
+
+def fold(reg):
+    return insn(ALU64 | K | 0x20, ACC, imm=FOLD) + insn(ALU64 | X | 0xA0, ACC, reg)
+
+
+def grid_program(operation):
+    """`operation(a, b)` gives the slots that act on r1 (= a) with r2 or an immediate (= b)."""
+    code = mov_imm(ACC, 0)
+    for a in GRID:
+        for b in GRID:
+            code += lddw(A, a) + lddw(B, b) + operation(a, b) + fold(A)
+    return b"".join(code + insn(ALU64 | X | MOV, 0, ACC) + insn(JMP | EXIT))
+
+
+def signed_imm(value):
+    """The low 32 bits of `value` as the signed immediate field."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def alu_variants():
+    for cls in (ALU, ALU64):
+        for op in ALU_OPS:
+            if op == NEG:
+                yield f"{cls}:neg", lambda a, b, cls=cls: insn(cls | NEG, A)
+                continue
+            if op == END:
+                for source in ((K, X) if cls == ALU else (K,)):
+                    for width in (16, 32, 64):
+                        yield (f"{cls}:end{source}:{width}",
+                               lambda a, b, c=cls | source | END, w=width: insn(c, A, imm=w))
+                continue
+            offsets = (0, 1) if op in (DIV, MOD) else (0, 8, 16, 32) if op == MOV and cls == ALU64 \
+                else (0, 8, 16) if op == MOV else (0,)
+            for off in offsets:
+                yield (f"{cls}:{op:#x}:x:{off}",
+                       lambda a, b, c=cls | X | op, off=off: insn(c, A, B, off))
+                if op != MOV or off == 0:
+                    yield (f"{cls}:{op:#x}:k:{off}",
+                           lambda a, b, c=cls | K | op, off=off: insn(c, A, off=off, imm=signed_imm(b)))
+
+
+def jump_variants():
+    """Each condition: r1 = r1 * 2 + taken."""
+    for cls in (JMP, JMP32):
+        for op in CONDITIONS:
+            for source in (K, X):
+                def taken(a, b, c=cls | source | op, source=source):
+                    jump = insn(c, A, B, 1) if source == X else insn(c, A, off=1, imm=signed_imm(b))
+                    return (insn(ALU64 | K | MOV, 3, imm=0) + jump + insn(JMP | JA, off=1)
+                            + insn(ALU64 | K | MOV, 3, imm=1) + insn(ALU64 | X | ADD, A, A)
+                            + insn(ALU64 | X | ADD, A, 3))
+                yield f"{cls}:{op:#x}:{source}", taken
+
+
+def atomic_variants():
+    """Each atomic on a stack slot holding a, with r2 = b and r0 = a or b:
+    r1 becomes a fold of the slot, r2 and r0."""
+    for size in (SIZE_W, SIZE_DW):
+        for op in ATOMIC_OPS:
+            def apply(a, b, opcode=STX | ATOMIC | size, op=op):
+                return (lddw(0, a if b & 1 else b) + insn(STX | MEM | SIZE_DW, 10, A, -8)
+                        + insn(opcode, 10, B, -8, op) + insn(LDX | MEM | SIZE_DW, A, 10, -8)
+                        + fold(0) + fold(B) + insn(ALU64 | X | ADD, A, ACC))
+            yield f"{size:#x}:{op:#x}", apply
+
+
+def run_result(code, engine):
+    run = Program.load_raw(code, engine=engine).run(MEMORY_KB)
+    assert run.start(0) == DONE
+    return run.result
+
+
+def test_jit_alu_operations_match_interpreter_on_operand_grid():
+    """Every ALU and ALU64 operation, width and operand source gives the interpreter's result on edge operands."""
+    for name, operation in alu_variants():
+        code = grid_program(operation)
+        assert run_result(code, "jit") == run_result(code, "interp"), name
+
+
+def test_jit_conditional_jumps_match_interpreter_on_operand_grid():
+    """Every JMP and JMP32 condition with a register or an immediate is taken exactly when the interpreter takes it."""
+    for name, operation in jump_variants():
+        code = grid_program(operation)
+        assert run_result(code, "jit") == run_result(code, "interp"), name
+
+
+def test_jit_atomics_match_interpreter_on_operand_grid():
+    """Every atomic operation at both widths leaves the interpreter's memory, source register and r0."""
+    for name, operation in atomic_variants():
+        code = grid_program(operation)
+        assert run_result(code, "jit") == run_result(code, "interp"), name
+
+
 # ---- fixed programs ------------------------------------------------------------------
 
 
 def crc32_program():
-    """CRC-32 (reflected, polynomial 0xEDB88320) of r2 bytes at r1, bit by bit."""
+    """CRC-32 (reflected, polynomial 0xEDB88320) of r2 bytes at r1, bit by bit
+    without branches on the data: crc = crc >> 1 ^ (poly & -(crc & 1))."""
     body = (
         insn(ALU | K | MOV, 0, imm=-1)
         + mov_imm(3, 0)
-        + insn(JMP | X | JGE, 3, 2, 14)             # 2: i >= len: done
+        + insn(JMP | X | JGE, 3, 2, 15)             # 2: i >= len: done
         + insn(ALU64 | X | MOV, 4, 1)
         + insn(ALU64 | X | ADD, 4, 3)
         + insn(LDX | MEM | SIZE_B, 5, 4)
         + insn(ALU64 | X | 0xA0, 0, 5)              # crc ^= byte
         + mov_imm(6, 8)
         + insn(ALU64 | X | MOV, 7, 0)               # 8: for each bit
-        + insn(ALU64 | K | 0x50, 7, imm=1)
-        + insn(ALU64 | K | 0x70, 0, imm=1)
-        + insn(JMP | K | JEQ, 7, off=1)
-        + insn(ALU | K | 0xA0, 0, imm=0xEDB88320)
+        + insn(ALU | K | 0x50, 7, imm=1)
+        + insn(ALU | NEG, 7)
+        + insn(ALU | K | 0x50, 7, imm=0xEDB88320)
+        + insn(ALU | K | 0x70, 0, imm=1)
+        + insn(ALU | X | 0xA0, 0, 7)
         + insn(ALU64 | K | ADD, 6, imm=-1)
-        + insn(JMP | K | JNE, 6, off=-7)
+        + insn(JMP | K | JNE, 6, off=-8)
         + insn(ALU64 | K | ADD, 3, imm=1)
-        + insn(JMP | JA, off=-15)
-        + insn(ALU | K | 0xA0, 0, imm=-1)           # 17: done
+        + insn(JMP | JA, off=-16)
+        + insn(ALU | K | 0xA0, 0, imm=-1)           # 18: done
         + insn(JMP | EXIT)
     )
     return b"".join(body)
@@ -395,10 +517,10 @@ def mappings():
 
 
 def test_jit_code_pages_are_never_writable_and_executable():
-    """JIT code lives in new read-execute pages, and no page of the process is writable and executable."""
+    """Compiled code lives in new read-execute pages; compiling leaves no page writable and executable."""
     before = mappings()
-    programs = [Program.load_raw(crc32_program(), engine="jit") for _ in range(3)]
+    compiled = [Program.load_raw(crc32_program(), engine="jit") for _ in range(3)]
     added = mappings() - before
     assert any(perms == "r-xp" and path == "" for _, perms, path in added)
-    assert not [m for m in mappings() if "w" in m[1] and "x" in m[1]]
-    del programs
+    assert not [m for m in added if "w" in m[1] and "x" in m[1]]
+    assert all(program.engine == "jit" for program in compiled)

@@ -81,9 +81,12 @@ uint64_t zs_run_alloc(struct zs_run *run, size_t size);
 void zs_run_reset(struct zs_run *run);
 void *zs_run_host_ptr(struct zs_run *run, uint64_t addr, uint64_t len);
 /* Start re-initialises .data/.bss and the stack pointer, sets r1..r5 = args
- * (NULL: zeros) and runs entry `entry` (an index). budget < 0: no limit.
- * Both return the run's status (enum zs_status). Resume continues a PREEMPTED
- * or SUSPENDED run; r0 is the pending helper's result (ignored when PREEMPTED). */
+ * (NULL: zeros) and runs entry `entry` (an index). budget < 0: no limit; a
+ * budget of 0 stops at the first back-edge or call (resume with >= 1 to make
+ * progress). Both return the run's status (enum zs_status), or -1 without
+ * running when the run is executing (a helper re-entering its own run) or, for
+ * resume, is neither PREEMPTED nor SUSPENDED. Resume continues a PREEMPTED or
+ * SUSPENDED run; r0 is the pending helper's result (ignored when PREEMPTED). */
 int zs_run_start(struct zs_run *run, int entry, const uint64_t args[5], int64_t budget);
 int zs_run_resume(struct zs_run *run, uint64_t r0, int64_t budget);
 int zs_run_status(const struct zs_run *run);
@@ -98,8 +101,8 @@ uint32_t zs_run_fault_pc(const struct zs_run *run);
 uint64_t zs_run_fault_addr(const struct zs_run *run);
 
 /* For helpers. zs_guest_ptr returns the host address of [addr, addr+len) or
- * NULL (and the run faults) when it is not wholly inside the arena, or inside
- * its writable part when `writable`. */
+ * NULL (and the run faults, when called during the run) when it is not wholly
+ * inside the arena, or inside its writable part when `writable`. */
 void *zs_guest_ptr(struct zs_run *run, uint64_t addr, uint64_t len, int writable);
 void zs_helper_fault(struct zs_run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void zs_helper_pend(struct zs_run *run);
