@@ -31,7 +31,11 @@ class ScriptFault(ZeroserveError):
 
 
 class TLSError(ZeroserveError):
-    """BoringSSL reported an error; the message holds its reason strings."""
+    """BoringSSL reported an error; the message holds its reason strings, `reasons` the list of them."""
+
+    def __init__(self, message, reasons=()):
+        super().__init__(message)
+        self.reasons = tuple(reasons)
 
 
 class ProtocolError(ZeroserveError):

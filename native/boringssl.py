@@ -46,9 +46,7 @@ def error(what, reasons=None):
     """A TLSError for a failed operation, with the queue's reasons (drained here unless given)."""
     if reasons is None:
         reasons = drain_errors()
-    exc = TLSError(f"{what}: {'; '.join(reasons) if reasons else 'BoringSSL gave no reason'}")
-    exc.reasons = reasons
-    return exc
+    return TLSError(f"{what}: {'; '.join(reasons) if reasons else 'BoringSSL gave no reason'}", reasons)
 
 
 def check(result, what):
