@@ -63,7 +63,10 @@ def _address(text):
 
 
 def build_parser():
-    parser = _Parser(prog="zeroserve", description="A zero-config web server that serves one site tar.")
+    parser = _Parser(
+        prog="zeroserve", description="A zero-config web server that serves one site tar.",
+        epilog="example: zeroserve pack ./public -o site.tar && zeroserve run --addr 127.0.0.1:8080 site.tar",
+    )
     parser.add_argument("--version", action="version", version=f"zeroserve {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -99,7 +102,7 @@ def build_parser():
                         help="access-log format (default text)")
     runner.add_argument("--shutdown-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take to finish (default 10)")
-    limits = runner.add_argument_group("limits (per connection; exceeding one gets a 4xx or GOAWAY)")
+    limits = runner.add_argument_group("limits (a request over one gets a 4xx; a connection is closed)")
     limit_flags = (
         ("--max-head-bytes", "max_head_bytes", _positive_int, "request line and headers, bytes (431)"),
         ("--max-headers", "max_header_count", _positive_int, "header fields per request (431)"),
@@ -113,8 +116,9 @@ def build_parser():
         ("--h2-max-streams", "h2_max_concurrent_streams", _positive_int, "concurrent HTTP/2 streams"),
     )
     for flag, name, kind, text in limit_flags:
-        limits.add_argument(flag, dest=name, type=kind, default=getattr(_LIMIT_DEFAULTS, name),
-                            metavar="N", help=f"{text} (default {getattr(_LIMIT_DEFAULTS, name)})")
+        default = getattr(_LIMIT_DEFAULTS, name)
+        limits.add_argument(flag, dest=name, type=kind, default=default,
+                            metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
     runner.set_defaults(limit_names=[name for _, name, _, _ in limit_flags])
     return parser
 

@@ -78,6 +78,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._closed = False  # we will write nothing more
         self._lost = False  # the transport is gone
+        self._peer_done = False  # the peer has closed its side
         self._timer = _START
         self._since = 0.0
         self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
@@ -125,13 +126,13 @@ class Connection(asyncio.Protocol):
         self._arm()
 
     def eof_received(self):
+        self._peer_done = True
         if self._closed:  # lingering: the peer has read everything and closed
             self._transport.close()
-            return True
-        if self._http is not None and not self._h2 and self._queue:
+        elif self._http is not None and not self._h2 and self._queue:
             self._http.stop()  # answer what was asked, then close
-            return True
-        self._close()
+        else:
+            self._close()
         return True
 
     def pause_writing(self):
@@ -337,13 +338,15 @@ class Connection(asyncio.Protocol):
             self._since = self._loop.time()  # progress: restarts a stalled-stream write timer
         self._drain_h2_finished()
         if (http.closed or http.draining) and not http.active:
+            if http.close_reason is not None:
+                log_error(f"[http2] {self._peer[0]}:{self._peer[1]}: closing: {http.close_reason}")
             self._close()
 
     def _drain_h2_finished(self):
         http = self._http
         if not http.finished:
             return
-        for request, response, sent, _completed in http.finished:
+        for request, response, sent in http.finished:
             world = self._stream_worlds.pop(request.stream_id, None) if request is not None else None
             self._finished(request, response, sent, world)
         http.finished.clear()
@@ -454,7 +457,7 @@ class Connection(asyncio.Protocol):
             self._closed = True
             transport = self._transport
             transport.write(self._session.close())
-            if self._paused:  # the peer is not reading anyway
+            if self._paused or self._peer_done:  # nothing to wait for
                 transport.close()
                 return
             transport.resume_reading()

@@ -115,9 +115,9 @@ class H2Connection:
         conn.initiate_connection()
         self._incoming = {}  # stream id → _Incoming
         self._outgoing = {}  # stream id → _Outgoing, in the order responses were queued
-        self.finished = []  # (request, response, body bytes sent, completed) for the access log
+        self.finished = []  # (request, response, body bytes sent) for the access log
         self.closed = False  # no more frames will be read: error, flood or GOAWAY received
-        self.close_reason = None
+        self.close_reason = None  # why we closed, for the error log
         self.draining = False  # our GOAWAY is out: streams up to _last_stream finish, no new ones
         self._last_stream = 0
         self._goaway = b""
@@ -161,7 +161,7 @@ class H2Connection:
             elif kind is h2.events.RemoteSettingsChanged:
                 self._count("settings", _MAX_SETTINGS)
             elif kind is h2.events.ConnectionTerminated:
-                self._close("peer sent GOAWAY")
+                self._close(None)  # the peer's own decision: nothing to report
             if self.closed:
                 return []
         return out
@@ -247,7 +247,7 @@ class H2Connection:
     def _drop_outgoing(self, stream_id):
         outgoing = self._outgoing.pop(stream_id, None)
         if outgoing is not None:
-            self.finished.append((outgoing.request, outgoing.response, outgoing.sent, False))
+            self.finished.append((outgoing.request, outgoing.response, outgoing.sent))
 
     # -- output --------------------------------------------------------------
 
@@ -258,12 +258,12 @@ class H2Connection:
         try:
             self._conn.send_headers(stream_id, _response_headers(response), end_stream=not response.body)
         except h2.exceptions.StreamClosedError:  # the peer reset it meanwhile
-            self.finished.append((request, response, 0, False))
+            self.finished.append((request, response, 0))
             return
         if response.body:
             self._outgoing[stream_id] = _Outgoing(request, response)
         else:
-            self.finished.append((request, response, 0, True))
+            self.finished.append((request, response, 0))
 
     def refuse(self, failure, response):
         """Answer a stream Failure with a small in-memory `response`, then reset the stream if still open."""
@@ -285,7 +285,7 @@ class H2Connection:
                 conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)  # RFC 9113 §8.1: body not needed
         except h2.exceptions.StreamClosedError:
             pass
-        self.finished.append((None, response, sent, True))
+        self.finished.append((None, response, sent))
 
     def data_to_send(self):
         """Frames ready for the socket, body DATA included as far as windows allow."""
@@ -303,7 +303,7 @@ class H2Connection:
                 conn.send_data(stream_id, chunk, end_stream=outgoing.done)
                 if outgoing.done:
                     del self._outgoing[stream_id]
-                    self.finished.append((outgoing.request, outgoing.response, outgoing.sent, True))
+                    self.finished.append((outgoing.request, outgoing.response, outgoing.sent))
                     break
             if budget <= 0:
                 break

@@ -77,10 +77,9 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-        ticker = loop.call_later(_TICK, self._tick)
+        self._tick()
         await stopping
-        ticker.cancel()
-        await self._drain(server)
+        await self._drain(server)  # timeouts keep running: they end lingering closes
         return 0
 
     def _tick(self):

@@ -10,6 +10,7 @@ reload. SIGTERM/SIGINT are forwarded and the parent exits 0 once every worker
 has drained.
 """
 
+import ctypes
 import errno
 import os
 import resource
@@ -28,6 +29,7 @@ _READY_TIMEOUT = 30.0  # seconds for all workers to report their listener
 _RESTART_DELAY = 1.0  # a worker that dies this soon after starting is restarted after this delay
 _POLL = 1.0  # seconds between checks of --reload-signal-file
 _KILL_GRACE = 5.0  # seconds past --shutdown-timeout before a worker that will not stop is killed
+_PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent dies
 
 
 def serve(config):
@@ -91,10 +93,12 @@ class _Supervisor:
         return self._loop()
 
     def _fork(self, index, ready_write=None):
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                _stop_with_parent(parent)
                 self.reservation.close()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGCHLD,))
                 sock = listen_socket(self.config.addr)
@@ -211,6 +215,15 @@ class _Supervisor:
         for pid in list(self.workers):
             os.waitpid(pid, 0)
         self.workers.clear()
+
+
+def _stop_with_parent(parent):
+    """Have the kernel send this worker SIGTERM if the supervisor dies (even by SIGKILL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _describe(status):

@@ -1,8 +1,10 @@
 """cffi build script for the eBPF VM and the scripts' core helpers, one module so helpers reach the cage.
 
 The VM is native/vm (declarations in vm/vm.cdef.h); the request context and
-the core helpers scripts call are native/script (script/script.cdef.h). They
-link BoringSSL's libcrypto for hashes, HMAC and randomness.
+the core helpers scripts call are native/script (script/script.cdef.h); the
+ratelimit plugin's shared bucket table and helpers are native/ratelimit
+(ratelimit/ratelimit.cdef.h); the sigv4 plugin's signing and helpers are
+native/sigv4 (sigv4/sigv4.cdef.h). They link BoringSSL's libcrypto for hashes, HMAC and randomness.
 """
 import pathlib
 
@@ -11,16 +13,20 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 VM_DIR = HERE / "vm"
 SCRIPT_DIR = HERE / "script"
+SIGV4_DIR = HERE / "sigv4"
+RATELIMIT_DIR = HERE / "ratelimit"
 BORINGSSL_LIB = "/usr/lib/x86_64-linux-gnu/android"
 BORINGSSL_INCLUDE = "/usr/include/android"
 
 ffibuilder = FFI()
-ffibuilder.cdef((VM_DIR / "vm.cdef.h").read_text() + (SCRIPT_DIR / "script.cdef.h").read_text())
+ffibuilder.cdef((VM_DIR / "vm.cdef.h").read_text() + (SCRIPT_DIR / "script.cdef.h").read_text()
+               + (RATELIMIT_DIR / "ratelimit.cdef.h").read_text() + (SIGV4_DIR / "sigv4.cdef.h").read_text())
 ffibuilder.set_source(
     "zeroserve.native._zsvm",
-    '#include "include/zsvm.h"\n#include "zsscript.h"\n',
-    sources=sorted(str(p.relative_to(HERE.parent)) for d in (VM_DIR, SCRIPT_DIR) for p in d.glob("*.c")),
-    include_dirs=[str(VM_DIR), str(SCRIPT_DIR), BORINGSSL_INCLUDE],
+    '#include "include/zsvm.h"\n#include "zsscript.h"\n#include "zsratelimit.h"\n'
+    '#include "sigv4.h"\n#include "sigv4_helpers.h"\n',
+    sources=sorted(str(p.relative_to(HERE.parent)) for d in (VM_DIR, SCRIPT_DIR, RATELIMIT_DIR, SIGV4_DIR) for p in d.glob("*.c")),
+    include_dirs=[str(VM_DIR), str(SCRIPT_DIR), str(RATELIMIT_DIR), str(SIGV4_DIR), BORINGSSL_INCLUDE],
     library_dirs=[BORINGSSL_LIB],
     runtime_library_dirs=[BORINGSSL_LIB],
     extra_link_args=["-l:libcrypto.so.0"],

@@ -2,7 +2,7 @@
 
     from zeroserve.sdk import hookimpl, HelperSpec
 
-    def country(call, ip, ip_len, out, out_len):
+    def country(call, ip, ip_len, out, out_len, _r5):
         text = call.read_text(ip, ip_len)
         return call.write_cstring(out, out_len, lookup(text).encode())
 

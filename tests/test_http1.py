@@ -114,6 +114,12 @@ def test_http1_expect_100_continue_gets_interim_response_before_body(server):
     assert response.status == 405
 
 
+def test_http1_unknown_expectation_gets_417(server):
+    """An Expect value other than 100-continue gets 417."""
+    raw = b"GET /a.txt HTTP/1.1\r\nHost: test\r\nExpect: teapot\r\n\r\n"
+    assert [r.status for r in parse_responses(exchange(server.port, raw))] == [417]
+
+
 def test_http1_connection_close_from_client_closes_after_response(server):
     """Connection: close from the client ends the connection after one response."""
     with connect(server.port) as sock:
@@ -140,7 +146,10 @@ def test_http1_http10_request_closes_unless_keep_alive(server):
     b"GET / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
     b"GET / HTTP/1.1\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-], ids=["garbage", "space-in-name", "bad-version", "two-lengths", "no-host", "two-hosts"])
+    b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: t\r\nX-Nul: a\x00b\r\n\r\n",
+], ids=["garbage", "space-in-name", "bad-version", "two-lengths", "no-host", "two-hosts",
+        "length-and-chunked", "nul-in-value"])
 def test_http1_malformed_request_gets_400_and_close(server, raw):
     """A malformed request gets one 400 and the connection is closed."""
     responses = parse_responses(exchange(server.port, raw))

@@ -184,6 +184,8 @@ def test_http2_flood_gets_goaway_enhance_your_calm(server, flood):
     client.drain()
     assert client.terminated == ErrorCodes.ENHANCE_YOUR_CALM
     client.close()
+    kind = {"rapid-reset": "reset", "ping": "ping", "settings": "settings"}[flood]
+    server.wait_for(rf"\[http2\] 127\.0\.0\.1:\d+: closing: {kind} flood")
 
 
 def test_http2_too_many_headers_gets_431_and_connection_lives(server):

@@ -67,6 +67,15 @@ def test_limits_declared_body_too_large_gets_413_without_continue(server):
     assert statuses(server.port, raw) == [413]
 
 
+def test_limits_413_reaches_client_still_sending_body(server):
+    """A client still sending an oversized body reads the 413: input is drained before the close."""
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n")
+        for _ in range(30):
+            sock.sendall(b"x" * 10000)
+        assert [r.status for r in parse_responses(read_until_closed(sock))] == [413]
+
+
 def test_limits_chunked_body_too_large_gets_413(server):
     """A chunked body growing past --max-body-bytes gets 413."""
     chunk = b"400\r\n" + b"c" * 1024 + b"\r\n"

@@ -256,7 +256,7 @@ def test_hook_world_state(recorder_server):
     """The per-world state a plugin builds is what its helper sees through HelperCall.plugin_state."""
     server, log, _ = recorder_server
     headers = curl("-D", "-", "-o", "/dev/null", server.url("/")).stdout.decode()
-    assert "x-recorder: files=1" in headers.lower()
+    assert "x-recorder: files=2" in headers.lower()  # index.html and the script
     assert any(line.endswith("world_state") for line in recorded(log))
 
 

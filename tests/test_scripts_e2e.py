@@ -48,12 +48,30 @@ ZS_CALL_ENTRY(stamp, input)
     return input;
 }
 
+/* The first time: rerun the request scripts, which then answer themselves. */
+ZS_CALL_ENTRY(again, input)
+{
+    char seen[8];
+    if (zs_meta_get(ZS_STR("again.seen"), seen, sizeof seen) == 0) {
+        zs_meta_set(ZS_STR("again.seen"), ZS_STR("1"));
+        zs_res_continue_request();
+    }
+    return input;
+}
+
 ZS_ENTRY zs_u64 entry(void)
 {
     char path[64];
+    char seen[8];
     zs_req_path(path, sizeof path);
     if (zs_strncmp(path, ZS_STR("/hooked/")) == 0)
         zs_res_hook("", 0, ZS_STR("stamp"), zs_json_new_object());
+    if (zs_strcmp(path, "/again") == 0) {
+        if (zs_meta_get(ZS_STR("again.seen"), seen, sizeof seen) > 0)
+            zs_respond(200, ZS_STR("second pass"));
+        else
+            zs_res_hook("", 0, ZS_STR("again"), zs_json_new_object());
+    }
     if (zs_strcmp(path, "/outside-hook") == 0)
         zs_res_status();
     return 0;
@@ -190,7 +208,12 @@ def test_scripts_response_hook(server):
     """A response hook sees the final head, can change the status, and its metadata headers apply."""
     headers = head(server.url("/hooked/missing"))
     assert headers[":status"] == 410
-    assert headers["x-hook-saw"] == "text/plain; charset=utf-8"
+    assert headers["x-hook-saw"] == "text/html; charset=utf-8"  # the site's 404.html
+
+
+def test_scripts_hook_continue_request_reruns_scripts(server):
+    """zs_res_continue_request drops the response and reruns the scripts with the same metadata."""
+    assert curl_status(server.url("/again"))[1:] == (200, b"second pass")
 
 
 def test_scripts_fault_gives_500_naming_request(server):

@@ -123,3 +123,12 @@ def test_workers_shutdown_timeout_bounds_drain(request, tar):
     assert time.monotonic() - begun < 6
     assert not any(pid_alive(pid) for pid in pids)
     sock.close()
+
+
+def test_workers_stop_when_supervisor_is_killed(request, tar):
+    """Workers of a supervisor killed with SIGKILL stop on their own instead of serving forever."""
+    server = started(request, tar, workers=2)
+    pids = server.worker_pids()
+    server.proc.kill()
+    server.proc.wait(10)
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=15)

@@ -16,10 +16,12 @@
  *   stubs      one per check site (budget, cage, call depth, exit at depth 0):
  *              load that site's pc (and access size) and jump to a tail.
  *
- * Registers: the eleven guest registers live in host registers for the whole
- * run (guest_reg[] below); r15 holds the host address of the arena; rax, rcx
- * and rdx are scratch (division and shifts need them). The native frame holds
- * the run pointer, the budget counter and the cage limits (struct jit_frame).
+ * Registers: guest r0..r9 live in host registers for the whole run
+ * (guest_reg[] below), r14 counts the budget down and r15 holds the host
+ * address of the arena; rax, rcx and rdx are scratch (division and shifts need
+ * them). Guest r10, read-only, lives in the native frame as its arena offset,
+ * so a stack access is one load plus the access. The native frame also holds
+ * the run pointer and the cage limits (struct jit_frame).
  *
  * The cage check of an access at guest address a = reg + off of `size` bytes:
  * rcx = a - ZS_GUEST_BASE; fault unless rcx <= arena_size - size (unsigned)
@@ -36,9 +38,11 @@
 #include "zsvm_int.h"
 #include "jit_x86_64_emit.h"
 
-/* Host register of each guest register r0..r10; ARENA holds run->arena. The
- * guest registers in caller-saved host registers are reloaded after a helper. */
-static const int guest_reg[ZS_NREGS] = {RBX, RDI, RSI, R8, R9, R10, R12, R13, R14, RBP, R11};
+/* Host register of each guest register r0..r9 (FP, r10, is in the frame).
+ * The ones in caller-saved host registers are reloaded after a helper. */
+#define FP 10
+static const int guest_reg[FP] = {RBX, RDI, RSI, R8, R9, R10, R12, R13, R11, RBP};
+#define BUDGET R14
 #define ARENA R15
 static const int host_saved[] = {RBX, RBP, R12, R13, R14, R15};
 #define NUM_HOST_SAVED (sizeof(host_saved) / sizeof(host_saved[0]))
@@ -52,18 +56,20 @@ static int caller_saved(int host)
  * copies it to [rsp]. */
 struct jit_frame {
     struct zs_run *run;
-    int64_t budget;
+    int64_t budget;         /* loaded into BUDGET at entry */
     uint64_t guest_base;
     uint64_t ro_end;
     uint64_t load_limit[4]; /* arena_size - size, for sizes 1, 2, 4, 8 */
     const uint32_t *pc_map;
     const uint8_t *code;
-    uint64_t fault_info; /* the memory fault tail parks size | store << 8 here */
+    uint64_t fp_offset;     /* guest r10 - ZS_GUEST_BASE */
+    uint64_t fault_info;    /* the memory fault tail parks size | store << 8 here */
+    uint64_t fault_offset;  /* and the faulting address - ZS_GUEST_BASE here */
 };
 #define FR(field) ((int32_t)offsetof(struct jit_frame, field))
 #define FR_LIMIT(size_log2) (FR(load_limit) + 8 * (size_log2))
 /* At entry rsp = 8 (mod 16); six pushes keep that, this realigns to 16 for calls. */
-#define FRAME_ALLOC 88
+#define FRAME_ALLOC 104
 _Static_assert(sizeof(struct jit_frame) <= FRAME_ALLOC, "jit_frame must fit the native frame");
 _Static_assert(sizeof(struct jit_frame) % 8 == 0, "jit_frame is copied in quadwords");
 
@@ -179,11 +185,30 @@ static void load_run_ptr(struct compiler *c, int host)
     emit_load64(&c->buf, host, RSP, FR(run));
 }
 
-/* Stores every guest register into run->reg (rax = run). */
+/* scratch = guest r10 (its guest address). */
+static void load_fp(struct compiler *c, int scratch)
+{
+    emit_load64(&c->buf, scratch, RSP, FR(fp_offset));
+    emit_rm(&c->buf, X_W, 0x03, scratch, RSP, -1, 1, FR(guest_base)); /* add */
+}
+
+/* The host register holding guest register `guest`; r10 is first loaded into
+ * `scratch`. */
+static int operand(struct compiler *c, int guest, int scratch)
+{
+    if (guest != FP)
+        return guest_reg[guest];
+    load_fp(c, scratch);
+    return scratch;
+}
+
+/* Stores every guest register into run->reg (rax = run; clobbers rcx). */
 static void store_guest_regs(struct compiler *c)
 {
-    for (int i = 0; i < ZS_NREGS; i++)
+    for (int i = 0; i < FP; i++)
         emit_store64(&c->buf, RAX, RUN_REG(i), guest_reg[i]);
+    load_fp(c, RCX);
+    emit_store64(&c->buf, RAX, RUN_REG(FP), RCX);
 }
 
 /* rcx = jit_pc_map[ecx] + code; jmp rcx. Used at entry and by exit at depth > 0. */
@@ -207,7 +232,8 @@ static void emit_prologue(struct compiler *c)
     }
     load_run_ptr(c, RAX);
     emit_load64(b, ARENA, RAX, RUN_OFF(arena));
-    for (int i = 0; i < ZS_NREGS; i++)
+    emit_load64(b, BUDGET, RSP, FR(budget));
+    for (int i = 0; i < FP; i++)
         emit_load64(b, guest_reg[i], RAX, RUN_REG(i));
     emit_load32(b, RCX, RAX, RUN_OFF(pc));
     jump_through_pc_map(c);
@@ -223,8 +249,7 @@ static void emit_tails(struct compiler *c)
 
     c->tail_pos[TAIL_RET] = b->len;
     load_run_ptr(c, RAX);
-    emit_load64(b, RCX, RSP, FR(budget));
-    emit_store64(b, RAX, RUN_OFF(budget), RCX);
+    emit_store64(b, RAX, RUN_OFF(budget), BUDGET);
     emit_load32(b, RAX, RAX, RUN_OFF(status));
     emit_alu_imm(b, X_W, 0, RSP, FRAME_ALLOC);
     for (size_t i = NUM_HOST_SAVED; i-- > 0;)
@@ -239,10 +264,8 @@ static void emit_tails(struct compiler *c)
     };
     for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
         c->tail_pos[stops[i].tail] = b->len;
-        if (stops[i].tail == TAIL_PREEMPT) {
-            emit_rm(b, X_W, 0xc7, 0, RSP, -1, 1, FR(budget)); /* mov qword [rsp+budget], 0 */
-            emit_u32(b, 0);
-        }
+        if (stops[i].tail == TAIL_PREEMPT)
+            emit_rr(b, 0, 0x31, BUDGET, BUDGET); /* xor: budget 0 */
         load_run_ptr(c, RAX);
         emit_store32(b, RAX, RUN_OFF(pc), RDX);
         emit_rm(b, 0, 0xc7, 0, RAX, -1, 1, RUN_OFF(status)); /* mov dword [rax+status], imm32 */
@@ -255,10 +278,11 @@ static void emit_tails(struct compiler *c)
      * ZS_GUEST_BASE, size, store). */
     c->tail_pos[TAIL_MEM_FAULT] = b->len;
     emit_store64(b, RSP, FR(fault_info), RAX);
+    emit_store64(b, RSP, FR(fault_offset), RCX);
     load_run_ptr(c, RAX);
     store_guest_regs(c);
     emit_mov_rr(b, 0, RSI, RDX);                            /* pc */
-    emit_mov_rr(b, 1, RDX, RCX);
+    emit_load64(b, RDX, RSP, FR(fault_offset));
     emit_rm(b, X_W, 0x03, RDX, RSP, -1, 1, FR(guest_base)); /* address */
     emit_load32(b, R8, RSP, FR(fault_info));
     emit_rr(b, 0, 0x0fb6, RCX, R8);                         /* movzx ecx, r8b: size */
@@ -292,7 +316,7 @@ static int size_log2_of(uint8_t opcode)
 /* Budget check before a back-edge, local call or helper call. */
 static void emit_budget_check(struct compiler *c, uint32_t pc)
 {
-    emit_alu_imm_mem(&c->buf, X_W, 5, RSP, FR(budget), 1); /* sub qword [rsp+budget], 1 */
+    emit_alu_imm(&c->buf, X_W, 5, BUDGET, 1); /* sub */
     jump_to_stub(c, CC_L, pc, TAIL_PREEMPT, 0);
 }
 
@@ -303,26 +327,33 @@ static void emit_budget_check(struct compiler *c, uint32_t pc)
  * all read-only and data bytes: such an access can never leave the cage. */
 static int in_own_frame(int base_guest_reg, int16_t off, int size_log2)
 {
-    return base_guest_reg == 10 && off >= -(int32_t)ZS_FRAME_SIZE && off <= -(1 << size_log2);
+    return base_guest_reg == FP && off >= -(int32_t)ZS_FRAME_SIZE && off <= -(1 << size_log2);
 }
 
-/* rcx = base + off - ZS_GUEST_BASE, checked against the cage; the access is
- * then [ARENA + rcx]. */
-static void emit_cage_check(struct compiler *c, uint32_t pc, int base_guest_reg, int16_t off,
-                            int size_log2, int store)
+/* Sets rcx so that the access is [ARENA + rcx + returned displacement]:
+ * rcx = base + off - ZS_GUEST_BASE checked against the cage, or, in the own
+ * stack frame, rcx = r10 - ZS_GUEST_BASE and the displacement is off. */
+static int32_t emit_cage_check(struct compiler *c, uint32_t pc, int base_guest_reg, int16_t off,
+                               int size_log2, int store)
 {
     struct jit_buf *b = &c->buf;
     uint32_t info = (1u << size_log2) | (store ? 0x100u : 0);
-    emit_rm(b, X_W, 0x8d, RCX, guest_reg[base_guest_reg], -1, 1, off); /* lea rcx, [base+off] */
-    emit_rm(b, X_W, 0x2b, RCX, RSP, -1, 1, FR(guest_base));            /* sub rcx, [guest_base] */
-    if (in_own_frame(base_guest_reg, off, size_log2))
-        return;
+    if (base_guest_reg == FP) {
+        emit_load64(b, RCX, RSP, FR(fp_offset));
+        if (in_own_frame(base_guest_reg, off, size_log2))
+            return off;
+        emit_rm(b, X_W, 0x8d, RCX, RCX, -1, 1, off);                   /* lea rcx, [rcx+off] */
+    } else {
+        emit_rm(b, X_W, 0x8d, RCX, guest_reg[base_guest_reg], -1, 1, off);
+        emit_rm(b, X_W, 0x2b, RCX, RSP, -1, 1, FR(guest_base));        /* sub rcx, [guest_base] */
+    }
     emit_rm(b, X_W, 0x3b, RCX, RSP, -1, 1, FR_LIMIT(size_log2));       /* cmp rcx, [limit] */
     jump_to_stub(c, CC_A, pc, TAIL_MEM_FAULT, info);
     if (store) {
         emit_rm(b, X_W, 0x3b, RCX, RSP, -1, 1, FR(ro_end));
         jump_to_stub(c, CC_B, pc, TAIL_MEM_FAULT, info);
     }
+    return 0;
 }
 
 static void emit_load(struct compiler *c, uint32_t pc, const struct ebpf_inst *in)
@@ -330,11 +361,11 @@ static void emit_load(struct compiler *c, uint32_t pc, const struct ebpf_inst *i
     int lg = size_log2_of(in->opcode);
     int dst = guest_reg[in->dst];
     int sx = (in->opcode & 0xe0) == EBPF_MODE_MEMSX;
-    emit_cage_check(c, pc, in->src, in->off, lg, 0);
+    int32_t disp = emit_cage_check(c, pc, in->src, in->off, lg, 0);
     static const unsigned zx_ops[4] = {0x0fb6, 0x0fb7, 0x8b, 0x8b};
     static const unsigned sx_ops[4] = {0x0fbe, 0x0fbf, 0x63, 0x8b};
     unsigned flags = sx || lg == 3 ? X_W : 0;
-    emit_rm(&c->buf, flags, sx ? sx_ops[lg] : zx_ops[lg], dst, ARENA, RCX, 1, 0);
+    emit_rm(&c->buf, flags, sx ? sx_ops[lg] : zx_ops[lg], dst, ARENA, RCX, 1, disp);
 }
 
 static void emit_store(struct compiler *c, uint32_t pc, const struct ebpf_inst *in)
@@ -342,11 +373,12 @@ static void emit_store(struct compiler *c, uint32_t pc, const struct ebpf_inst *
     struct jit_buf *b = &c->buf;
     int lg = size_log2_of(in->opcode);
     static const unsigned size_flags[4] = {X_BYTE, X_16, 0, X_W};
-    emit_cage_check(c, pc, in->dst, in->off, lg, 1);
+    int32_t disp = emit_cage_check(c, pc, in->dst, in->off, lg, 1);
     if ((in->opcode & EBPF_CLS_MASK) == EBPF_CLS_STX) {
-        emit_rm(b, size_flags[lg], lg == 0 ? 0x88 : 0x89, guest_reg[in->src], ARENA, RCX, 1, 0);
+        int src = operand(c, in->src, RAX);
+        emit_rm(b, size_flags[lg], lg == 0 ? 0x88 : 0x89, src, ARENA, RCX, 1, disp);
     } else {
-        emit_rm(b, size_flags[lg] & ~X_BYTE, lg == 0 ? 0xc6 : 0xc7, 0, ARENA, RCX, 1, 0);
+        emit_rm(b, size_flags[lg] & ~X_BYTE, lg == 0 ? 0xc6 : 0xc7, 0, ARENA, RCX, 1, disp);
         if (lg == 0)
             emit_u8(b, (uint8_t)in->imm);
         else if (lg == 1)
@@ -356,57 +388,49 @@ static void emit_store(struct compiler *c, uint32_t pc, const struct ebpf_inst *
     }
 }
 
-/* Atomic read-modify-write on [ARENA + rcx]; rax and rdx are free. */
+/* Atomic read-modify-write on [ARENA + rcx]; rax and rdx are free. An arena
+ * belongs to one run on one thread, so no bus lock is needed, and none is
+ * taken: a locked access that splits a cache line can be trapped by the
+ * kernel's split-lock detection, and guest addresses need not be aligned. */
 static int emit_atomic(struct compiler *c, uint32_t pc, const struct ebpf_inst *in)
 {
     struct jit_buf *b = &c->buf;
     int lg = size_log2_of(in->opcode);
-    if (lg < 2)
-        return -1;
     unsigned w = lg == 3 ? X_W : 0;
-    int src = guest_reg[in->src];
-    int op = in->imm & ~EBPF_ATOMIC_FETCH;
-    int fetch = in->imm & EBPF_ATOMIC_FETCH;
-    /* the x86 opcode of `op [mem], reg` for the bitwise and add operations */
-    unsigned rmw_op;
-    switch (op) {
+    /* the x86 opcode of `op r/m, reg` for the arithmetic operations */
+    unsigned rmw_op = 0;
+    switch (in->imm & ~EBPF_ATOMIC_FETCH) {
     case EBPF_ATOMIC_ADD: rmw_op = 0x01; break;
     case EBPF_ATOMIC_OR: rmw_op = 0x09; break;
     case EBPF_ATOMIC_AND: rmw_op = 0x21; break;
     case EBPF_ATOMIC_XOR: rmw_op = 0x31; break;
-    default: rmw_op = 0; break;
     }
-    if (in->imm == EBPF_ATOMIC_XCHG || in->imm == EBPF_ATOMIC_CMPXCHG)
-        ;
-    else if (!rmw_op)
+    int exchange = in->imm == EBPF_ATOMIC_XCHG || in->imm == EBPF_ATOMIC_CMPXCHG;
+    if (lg < 2 || (!rmw_op && !exchange))
         return -1;
-    emit_cage_check(c, pc, in->dst, in->off, lg, 1);
+    int32_t disp = emit_cage_check(c, pc, in->dst, in->off, lg, 1);
 
     if (in->imm == EBPF_ATOMIC_CMPXCHG) {
         int r0 = guest_reg[0];
+        int src = operand(c, in->src, RDX);
         emit_mov_rr(b, 1, RAX, r0);
-        emit_rm(b, w | X_LOCK, 0x0fb1, src, ARENA, RCX, 1, 0); /* lock cmpxchg [mem], src */
-        emit_mov_rr(b, w, r0, RAX); /* old value; 32-bit form zero-extends */
-    } else if (in->imm == EBPF_ATOMIC_XCHG) {
-        emit_mov_rr(b, 1, RAX, src);
-        emit_rm(b, w, 0x87, RAX, ARENA, RCX, 1, 0); /* xchg is locked by itself */
-        emit_mov_rr(b, w, src, RAX);
-    } else if (!fetch) {
-        emit_rm(b, w | X_LOCK, rmw_op, src, ARENA, RCX, 1, 0);
-    } else if (op == EBPF_ATOMIC_ADD) {
-        emit_mov_rr(b, 1, RAX, src);
-        emit_rm(b, w | X_LOCK, 0x0fc1, RAX, ARENA, RCX, 1, 0); /* lock xadd */
-        emit_mov_rr(b, w, src, RAX);
-    } else {
-        /* fetch-or/and/xor: compare-exchange loop on the old value in rax */
-        emit_rm(b, w, 0x8b, RAX, ARENA, RCX, 1, 0);
-        size_t loop = b->len;
-        emit_mov_rr(b, 1, RDX, RAX);
-        emit_rr(b, w, rmw_op, src, RDX);
-        emit_rm(b, w | X_LOCK, 0x0fb1, RDX, ARENA, RCX, 1, 0);
-        link_rel32(b, emit_jcc_rel32(b, CC_NE), loop);
-        emit_mov_rr(b, w, src, RAX);
+        emit_rm(b, w, 0x0fb1, src, ARENA, RCX, 1, disp); /* cmpxchg [mem], src */
+        emit_mov_rr(b, w, r0, RAX); /* old value; the 32-bit form zero-extends */
+        return 0;
     }
+    if (!(in->imm & EBPF_ATOMIC_FETCH)) {
+        emit_rm(b, w, rmw_op, operand(c, in->src, RAX), ARENA, RCX, 1, disp); /* op [mem], src */
+        return 0;
+    }
+    /* fetch forms (src is never r10): rax = old, rdx = new, src = old
+     * (zero-extended when 32-bit) */
+    int src = guest_reg[in->src];
+    emit_rm(b, w, 0x8b, RAX, ARENA, RCX, 1, disp);
+    emit_mov_rr(b, 1, RDX, src);
+    if (rmw_op)
+        emit_rr(b, w, rmw_op, RAX, RDX); /* rdx = old op src */
+    emit_rm(b, w, 0x89, RDX, ARENA, RCX, 1, disp);
+    emit_mov_rr(b, w, src, RAX);
     return 0;
 }
 
@@ -442,7 +466,7 @@ static void emit_divmod(struct compiler *c, const struct ebpf_inst *in, int w)
         emit_mov_imm64(b, RCX, w ? (uint64_t)(int64_t)in->imm : (uint32_t)in->imm);
         divisor = RCX;
     } else {
-        divisor = guest_reg[in->src];
+        divisor = operand(c, in->src, RCX); /* rcx is free with a register divisor */
     }
 
     /* a register divisor may be 0 or -1 at run time; an immediate was settled above */
@@ -530,9 +554,14 @@ static int emit_alu(struct compiler *c, const struct ebpf_inst *in)
     int w = (in->opcode & EBPF_CLS_MASK) == EBPF_CLS_ALU64;
     unsigned wf = w ? X_W : 0;
     int dst = guest_reg[in->dst];
-    int src = guest_reg[in->src];
     int use_reg = in->opcode & EBPF_SRC_X;
     int op = in->opcode & 0xf0;
+    int is_shift = op == EBPF_ALU_LSH || op == EBPF_ALU_RSH || op == EBPF_ALU_ARSH;
+    /* a register source (division reads its own; END has none): r10 is
+     * loaded into rcx for shifts (the count register), into rax otherwise */
+    int src = -1;
+    if (use_reg && op != EBPF_ALU_DIV && op != EBPF_ALU_MOD && op != EBPF_ALU_END)
+        src = operand(c, in->src, is_shift ? RCX : RAX);
 
     /* add, sub, or, and, xor: x86 opcode (reg form) and /digit (imm form) */
     static const struct { int op; unsigned x86; int digit; } arith[] = {
@@ -573,7 +602,8 @@ static int emit_alu(struct compiler *c, const struct ebpf_inst *in)
         /* x86 masks the count to 31 / 63 exactly as RFC 9669 does */
         int digit = op == EBPF_ALU_LSH ? 4 : op == EBPF_ALU_RSH ? 5 : 7;
         if (use_reg) {
-            emit_mov_rr(b, 0, RCX, src);
+            if (src != RCX)
+                emit_mov_rr(b, 0, RCX, src);
             emit_rr(b, wf, 0xd3, digit, dst); /* 32-bit form zero-extends, even by 0 */
         } else {
             int count = in->imm & (w ? 63 : 31);
@@ -641,16 +671,17 @@ static int emit_jump(struct compiler *c, uint32_t pc, const struct ebpf_inst *in
             cc = conds[i].cc;
     if (cc < 0)
         return -1;
-    int dst = guest_reg[in->dst];
+    int dst = operand(c, in->dst, RAX);
+    int src = in->opcode & EBPF_SRC_X ? operand(c, in->src, RDX) : -1;
     if (op == EBPF_JMP_JSET) {
-        if (in->opcode & EBPF_SRC_X) {
-            emit_rr(b, wf, 0x85, guest_reg[in->src], dst);
+        if (src >= 0) {
+            emit_rr(b, wf, 0x85, src, dst);
         } else {
             emit_rr(b, wf, 0xf7, 0, dst); /* test dst, imm32 (sign-extended) */
             emit_u32(b, (uint32_t)in->imm);
         }
-    } else if (in->opcode & EBPF_SRC_X) {
-        emit_rr(b, wf, 0x39, guest_reg[in->src], dst);
+    } else if (src >= 0) {
+        emit_rr(b, wf, 0x39, src, dst);
     } else {
         emit_alu_imm(b, wf, 7, dst, in->imm);
     }
@@ -667,7 +698,7 @@ static void emit_helper_call(struct compiler *c, uint32_t pc, const struct ebpf_
     load_run_ptr(c, RAX);
     store_guest_regs(c);
     if (in->opcode == EBPF_OP_CALLX)
-        emit_mov_rr(b, 1, RSI, guest_reg[in->dst]); /* before rdi (guest r1) is overwritten */
+        emit_load64(b, RSI, RAX, RUN_REG(in->dst));
     else
         emit_mov_imm64(b, RSI, (uint32_t)in->imm);
     emit_mov_rr(b, 1, RDI, RAX);
@@ -676,7 +707,7 @@ static void emit_helper_call(struct compiler *c, uint32_t pc, const struct ebpf_
     emit_rr(b, 0, 0x85, RAX, RAX);
     jump_to_tail(c, CC_NE, TAIL_RET); /* status, pc and registers are already in run */
     load_run_ptr(c, RAX);
-    for (int i = 0; i < ZS_NREGS; i++)
+    for (int i = 0; i < FP; i++)
         if (i == 0 || caller_saved(guest_reg[i]))
             emit_load64(b, guest_reg[i], RAX, RUN_REG(i));
 }
@@ -706,9 +737,10 @@ static void emit_local_call(struct compiler *c, uint32_t pc, const struct ebpf_i
     emit_u32(b, pc + 1);
     for (int i = 0; i < 4; i++)
         emit_store64(b, RDX, FRAME_OFF(saved) + 8 * i, guest_reg[6 + i]);
-    emit_store64(b, RDX, FRAME_OFF(saved_r10), guest_reg[10]);
+    load_fp(c, RCX);
+    emit_store64(b, RDX, FRAME_OFF(saved_r10), RCX);
     emit_alu_imm_mem(b, 0, 0, RAX, RUN_OFF(depth), 1); /* add dword [rax+depth], 1 */
-    emit_alu_imm(b, X_W, 5, guest_reg[10], (int32_t)ZS_FRAME_SIZE);
+    emit_alu_imm_mem(b, X_W, 5, RSP, FR(fp_offset), (int32_t)ZS_FRAME_SIZE); /* sub */
     jump_to_pc(c, -1, (uint32_t)target);
 }
 
@@ -728,9 +760,27 @@ static void emit_exit(struct compiler *c, uint32_t pc)
     emit_rm(b, X_W, 0x8d, RDX, RAX, RCX, 1, RUN_OFF(frames));
     for (int i = 0; i < 4; i++)
         emit_load64(b, guest_reg[6 + i], RDX, FRAME_OFF(saved) + 8 * i);
-    emit_load64(b, guest_reg[10], RDX, FRAME_OFF(saved_r10));
+    emit_load64(b, RCX, RDX, FRAME_OFF(saved_r10));
+    emit_rm(b, X_W, 0x2b, RCX, RSP, -1, 1, FR(guest_base)); /* sub */
+    emit_store64(b, RSP, FR(fp_offset), RCX);
     emit_load32(b, RCX, RDX, FRAME_OFF(return_pc));
     jump_through_pc_map(c);
+}
+
+static int writes_fp(const struct ebpf_inst *in)
+{
+    switch (in->opcode & EBPF_CLS_MASK) {
+    case EBPF_CLS_ALU:
+    case EBPF_CLS_ALU64:
+    case EBPF_CLS_LD:
+    case EBPF_CLS_LDX:
+        return in->dst == FP;
+    case EBPF_CLS_STX:
+        return (in->opcode & 0xe0) == EBPF_MODE_ATOMIC && (in->imm & EBPF_ATOMIC_FETCH) &&
+               in->imm != EBPF_ATOMIC_CMPXCHG && in->src == FP;
+    default:
+        return 0;
+    }
 }
 
 /* Compiles instruction `pc`; returns how many slots it used (lddw: 2), or 0
@@ -741,6 +791,10 @@ static uint32_t emit_insn(struct compiler *c, uint32_t pc)
     int rc = 0;
     if (in->dst >= ZS_NREGS || in->src >= ZS_NREGS) {
         fail(c, zs_errmsg("instruction at pc %u uses a register above r10", pc));
+        return 0;
+    }
+    if (writes_fp(in)) { /* the verifier rejects these; the stack access scheme needs it */
+        fail(c, zs_errmsg("instruction at pc %u writes r10, the read-only frame pointer", pc));
         return 0;
     }
     switch (in->opcode & EBPF_CLS_MASK) {
@@ -902,6 +956,7 @@ int zs_jit_run(struct zs_run *run)
                        run->arena_size - 8},
         .pc_map = prog->jit_pc_map,
         .code = prog->jit_code,
+        .fp_offset = run->reg[FP] - ZS_GUEST_BASE,
     };
     return ((jit_entry_fn)prog->jit_code)(&frame);
 }

@@ -67,7 +67,6 @@ static inline void patch_u32(struct jit_buf *b, size_t pos, uint32_t v)
 #define X_W 0x1      /* REX.W: 64-bit operand size */
 #define X_16 0x2     /* 0x66 prefix: 16-bit operand size */
 #define X_BYTE 0x4   /* byte registers: spl/bpl/sil/dil need a REX prefix */
-#define X_LOCK 0x8   /* lock prefix (atomics) */
 
 /* Opcodes up to two bytes: 0x0fXX is the two-byte escape form. */
 static inline void emit_opcode(struct jit_buf *b, unsigned op)
@@ -80,8 +79,6 @@ static inline void emit_opcode(struct jit_buf *b, unsigned op)
 static inline void emit_prefixes(struct jit_buf *b, unsigned flags, int reg, int index, int base,
                                  int byte_regs_need_rex)
 {
-    if (flags & X_LOCK)
-        emit_u8(b, 0xf0);
     if (flags & X_16)
         emit_u8(b, 0x66);
     uint8_t rex = 0x40 | ((flags & X_W) ? 8 : 0) | ((reg & 8) ? 4 : 0) | ((index & 8) ? 2 : 0) |

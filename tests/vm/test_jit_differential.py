@@ -6,7 +6,9 @@ bounded loops closed by back-edges, local calls and helper calls (plain,
 pending, faulting, unknown). Each program runs on both engines without a budget
 and with budgets so small that the run is preempted and resumed many times;
 every stop (status, registers) and the outcome (r0 and registers, or the
-fault's kind, message, pc and address) must be identical.
+fault's kind, message, pc and address) must be identical. Grids of edge
+operands pin every operation, condition and atomic exactly; fixed programs
+check a CRC-32 against zlib, the read-only part of the cage, and W^X.
 """
 import pathlib
 import struct
@@ -350,25 +352,32 @@ def signed_imm(value):
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+CLASS_NAMES = {ALU: "alu32", ALU64: "alu64", JMP: "jmp", JMP32: "jmp32"}
+OP_NAMES = dict(zip(ALU_OPS, "add sub mul div or and lsh rsh neg mod xor mov arsh end".split()))
+CONDITION_NAMES = dict(zip(CONDITIONS, "jeq jgt jge jset jne jsgt jsge jlt jle jslt jsle".split()))
+SOURCE_NAMES = {K: "imm", X: "reg"}
+
+
 def alu_variants():
     for cls in (ALU, ALU64):
         for op in ALU_OPS:
+            name = f"{CLASS_NAMES[cls]} {OP_NAMES[op]}"
             if op == NEG:
-                yield f"{cls}:neg", lambda a, b, cls=cls: insn(cls | NEG, A)
+                yield name, lambda a, b, cls=cls: insn(cls | NEG, A)
                 continue
             if op == END:
                 for source in ((K, X) if cls == ALU else (K,)):
                     for width in (16, 32, 64):
-                        yield (f"{cls}:end{source}:{width}",
+                        yield (f"{name} {SOURCE_NAMES[source]} {width}",
                                lambda a, b, c=cls | source | END, w=width: insn(c, A, imm=w))
                 continue
             offsets = (0, 1) if op in (DIV, MOD) else (0, 8, 16, 32) if op == MOV and cls == ALU64 \
                 else (0, 8, 16) if op == MOV else (0,)
             for off in offsets:
-                yield (f"{cls}:{op:#x}:x:{off}",
+                yield (f"{name} reg off {off}",
                        lambda a, b, c=cls | X | op, off=off: insn(c, A, B, off))
                 if op != MOV or off == 0:
-                    yield (f"{cls}:{op:#x}:k:{off}",
+                    yield (f"{name} imm off {off}",
                            lambda a, b, c=cls | K | op, off=off: insn(c, A, off=off, imm=signed_imm(b)))
 
 
@@ -377,12 +386,13 @@ def jump_variants():
     for cls in (JMP, JMP32):
         for op in CONDITIONS:
             for source in (K, X):
+                name = f"{CLASS_NAMES[cls]} {CONDITION_NAMES[op]} {SOURCE_NAMES[source]}"
                 def taken(a, b, c=cls | source | op, source=source):
                     jump = insn(c, A, B, 1) if source == X else insn(c, A, off=1, imm=signed_imm(b))
                     return (insn(ALU64 | K | MOV, 3, imm=0) + jump + insn(JMP | JA, off=1)
                             + insn(ALU64 | K | MOV, 3, imm=1) + insn(ALU64 | X | ADD, A, A)
                             + insn(ALU64 | X | ADD, A, 3))
-                yield f"{cls}:{op:#x}:{source}", taken
+                yield name, taken
 
 
 def atomic_variants():
@@ -394,7 +404,7 @@ def atomic_variants():
                 return (lddw(0, a if b & 1 else b) + insn(STX | MEM | SIZE_DW, 10, A, -8)
                         + insn(opcode, 10, B, -8, op) + insn(LDX | MEM | SIZE_DW, A, 10, -8)
                         + fold(0) + fold(B) + insn(ALU64 | X | ADD, A, ACC))
-            yield f"{size:#x}:{op:#x}", apply
+            yield f"{'atomic64' if size == SIZE_DW else 'atomic32'} {op:#x}", apply
 
 
 def run_result(code, engine):

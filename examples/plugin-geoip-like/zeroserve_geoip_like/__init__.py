@@ -77,7 +77,7 @@ def parse_address(text):
         return None
 
 
-def geoip_country(call, ip, ip_len, out, out_len):
+def geoip_country(call, ip, ip_len, out, out_len, _r5):
     """zs_geoip_country(ip, ip_len, out, out_len): C-string country code, -1 for a non-address."""
     address = parse_address(call.read_text(ip, ip_len).strip())
     if address is None:
