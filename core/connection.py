@@ -24,6 +24,10 @@ _CHUNK = 256 * 1024  # pread size for file bodies
 _INLINE = 64 * 1024  # a file body up to this size leaves in the same write as its head
 _WRITE_HIGH = 512 * 1024  # transport buffer sizes between which we stop and resume producing
 _WRITE_LOW = 64 * 1024
+_SENDFILE_MAX = 1024 * 1024  # most bytes one sendfile(2) call is asked for
+# With sendfile, a full socket is waited for by queueing this much in the transport,
+# above its high-water mark: it pauses us and resumes us once the buffer is empty.
+_SENDFILE_WAIT = 16 * 1024
 
 # What the connection is waiting for, which decides the timeout that applies.
 _NOTHING = 0  # we are producing output as fast as the socket takes it
@@ -73,6 +77,7 @@ class Connection(asyncio.Protocol):
         self._h2 = False
         self._sniffed = b""
         self._queue = deque()  # HTTP/1 responses not yet fully written
+        self._socket_fd = -1  # plaintext HTTP/1: file bodies go out with sendfile(2)
         self._stream_worlds = {}  # HTTP/2 stream id → World of its request
         self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of it so far
         self._paused = False
@@ -201,6 +206,12 @@ class Connection(asyncio.Protocol):
             self._sniffed = b""
             h2 = plaintext.startswith(http2.PREFACE)
             scheme = "http"
+        if not h2 and not session.is_tls:
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:
+                self._socket_fd = sock.fileno()
+                # Resume only once the buffer is empty, since sendfile bypasses it.
+                self._transport.set_write_buffer_limits(_SENDFILE_WAIT - 1, 0)
         server = self._server
         kind = http2.H2Connection if h2 else http1.H1Connection
         self._http = kind(self._limits, scheme, self._peer, server.next_request_id, time.monotonic)
@@ -262,6 +273,8 @@ class Connection(asyncio.Protocol):
                 self._pump_h2()
             else:
                 self._pump_h1()
+        except ConnectionError:  # the peer went away under sendfile
+            self.abort()
         except OSError as error:  # the tar became unreadable under us
             log_error(f"[connection] {self._peer[0]}:{self._peer[1]}: reading the site failed: {error}")
             self.abort()
@@ -316,17 +329,29 @@ class Connection(asyncio.Protocol):
                 pending.part += 1
                 continue
             offset, length = part
-            size = min(_CHUNK, length - pending.offset)
-            data = os.pread(response.fd, size, offset + pending.offset)
-            if len(data) != size:
-                raise OSError(f"site file ended early at offset {offset + pending.offset + len(data)}")
-            self._write(data)
+            position = offset + pending.offset
+            size = self._sendfile(response.fd, position, length - pending.offset)
+            if not size:  # no sendfile, or the socket is full: through the transport's buffer
+                size = min(_CHUNK if self._socket_fd < 0 else _SENDFILE_WAIT, length - pending.offset)
+                data = os.pread(response.fd, size, position)
+                if len(data) != size:
+                    raise OSError(f"site file ended early at offset {position + len(data)}")
+                self._write(data)
             pending.sent += size
             pending.offset += size
             if pending.offset == length:
                 pending.part += 1
                 pending.offset = 0
         return True
+
+    def _sendfile(self, fd, position, remaining):
+        """Copy file bytes straight to the socket when nothing is buffered before them; bytes sent."""
+        if self._socket_fd < 0 or self._transport.get_write_buffer_size():
+            return 0
+        try:
+            return os.sendfile(self._socket_fd, fd, position, min(remaining, _SENDFILE_MAX))
+        except BlockingIOError:
+            return 0
 
     def _pump_h2(self):
         http = self._http

@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+import time
 
 import h2.config
 import h2.connection
@@ -11,6 +12,8 @@ import pytest
 from h2.errors import ErrorCodes
 
 from harness import connect, curl_status, start_server
+from zeroserve.core import http2
+from zeroserve.core.config import Limits
 
 BIG = bytes(range(251)) * 1000  # 251000 bytes: several windows and frames
 FILES = {"index.html": "<h1>home</h1>", "a.txt": "alpha", "big.bin": BIG}
@@ -207,3 +210,52 @@ def test_http2_request_body_is_read_and_answered(server):
                              "%{http_version} %{response_code}", "--data-binary", "x" * 50000,
                              server.url("/a.txt")], capture_output=True, text=True, timeout=20)
     assert result.stdout == "2 405"
+
+
+# -- the sans-IO layer on its own ------------------------------------------------------
+
+def _client_bytes():
+    """A client's preface, SETTINGS and one POST with a two-frame body, as bytes on the wire."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"POST"), (b":path", b"/x?y=1"), (b":scheme", b"http"),
+                            (b":authority", b"h"), (b"x-a", b"1")])
+    client.send_data(1, b"ab")
+    client.send_data(1, b"cd", end_stream=True)
+    return client.data_to_send()
+
+
+def _h2server():
+    ids = iter(range(1000))
+    return http2.H2Connection(Limits(), "http", ("127.0.0.1", 1), lambda: str(next(ids)), time.monotonic)
+
+
+def _summary(events):
+    return [(e.method, e.target, e.headers, e.body, e.stream_id, e.authority) for e in events]
+
+
+EXPECTED = [("POST", "/x?y=1", [("x-a", "1")], b"abcd", 1, "h")]
+
+
+def test_h2connection_parses_whole_input():
+    """A whole client conversation fed at once gives one complete Request."""
+    assert _summary(_h2server().receive(_client_bytes())) == EXPECTED
+
+
+def test_h2connection_parses_byte_at_a_time():
+    """The same conversation fed one byte at a time gives the same Request."""
+    server = _h2server()
+    events = []
+    for byte in _client_bytes():
+        events += server.receive(bytes([byte]))
+    assert _summary(events) == EXPECTED
+
+
+def test_h2connection_leaves_unfinished_stream_pending():
+    """A stream whose body has not ended yields nothing until its last DATA frame."""
+    data = _client_bytes()
+    server = _h2server()
+    cut = len(data) - 11  # the last DATA frame: 9-byte header + b"cd"
+    assert server.receive(data[:cut]) == []
+    assert server.active
+    assert _summary(server.receive(data[cut:])) == EXPECTED

@@ -1,6 +1,8 @@
 /* Limits every client address to 5 requests a second with bursts of 10; over
  * the limit the answer is 429 with Retry-After (whole seconds, rounded up).
- * Needs the ratelimit plugin, which provides zs_rate_limit_ex. */
+ * zs_rate_limit_ex answers 0 (allowed), 1 (limited, retry_after_ms set),
+ * 4 (no room for a new address: answered 429 too) or -1 (bad arguments: let
+ * the request through). Needs the ratelimit plugin (--plugins ratelimit). */
 #include "zeroserve.h"
 
 #define RATE_PER_SEC_MILLI 5000

@@ -357,19 +357,15 @@ static uint64_t h_sign_request(struct zs_run *run, void *cookie, uint64_t servic
 {
     static const char helper[] = "zs_aws_sign_request";
     const struct zs_sigv4_creds *creds = cookie;
-    const char *svc = zs_guest_ptr(run, service, service_len, 0);
-    const char *reg = zs_guest_ptr(run, region, region_len, 0);
-    if (!svc || !reg)
-        return 0;
     struct zs_scriptrun *sr = zs_script_of(run);
     struct zs_reqctx *ctx = sr->ctx;
     if (!creds->access_key_len || !service_len || service_len > NAME_MAX_ || !region_len ||
         region_len > NAME_MAX_ || !sr->proxy_set)
         return (uint64_t)-1;
-    /* copies: the guest strings stay, but the arena moves as headers change */
-    char svc_copy[NAME_MAX_], reg_copy[NAME_MAX_];
-    memcpy(svc_copy, svc, service_len);
-    memcpy(reg_copy, reg, region_len);
+    const char *svc = zs_guest_ptr(run, service, service_len, 0);
+    const char *reg = zs_guest_ptr(run, region, region_len, 0);
+    if (!svc || !reg)
+        return 0;
 
     struct upstream u = {0};
     const char *path, *query;
@@ -409,8 +405,8 @@ static uint64_t h_sign_request(struct zs_run *run, void *cookie, uint64_t servic
             .query = u.query.p ? u.query.p : "", .query_len = u.query.len,
             .headers = headers, .num_headers = n,
             .payload_hash = hash, .payload_hash_len = strlen(hash),
-            .region = reg_copy, .region_len = region_len,
-            .service = svc_copy, .service_len = service_len,
+            .region = reg, .region_len = region_len,
+            .service = svc, .service_len = service_len,
             .timestamp = now,
         };
         rc = zs_sigv4_authorization(&req, creds, &text, &text_len);

@@ -2,6 +2,7 @@
 /*
  * sigv4.c: AWS Signature Version 4 on host memory (see sigv4.h for the rules).
  */
+#define _GNU_SOURCE /* qsort_r */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,10 +223,10 @@ static int bytes_cmp(const char *a, size_t an, const char *b, size_t bn)
     return c ? c : (an > bn) - (an < bn);
 }
 
-static const char *sort_base; /* qsort has no argument: the store the pairs point into */
-
-static int qpair_cmp(const void *x, const void *y)
+/* Comparators get the store the offsets point into as their argument. */
+static int qpair_cmp(const void *x, const void *y, void *store)
 {
+    const char *sort_base = store;
     const struct qpair *a = x, *b = y;
     int c = bytes_cmp(sort_base + a->key, a->key_len, sort_base + b->key, b->key_len);
     return c ? c : bytes_cmp(sort_base + a->value, a->value_len, sort_base + b->value, b->value_len);
@@ -242,8 +243,7 @@ static void put_query(struct out *o, struct qlist *q, int sorted)
             return;
         }
         memcpy(items, q->items, q->n * sizeof(*items));
-        sort_base = q->store.b.p;
-        qsort(items, q->n, sizeof(*items), qpair_cmp);
+        qsort_r(items, q->n, sizeof(*items), qpair_cmp, q->store.b.p);
     }
     for (size_t i = 0; i < q->n; i++) {
         if (i)
@@ -268,8 +268,9 @@ struct hentry {
     size_t name, name_len, value, value_len, index;
 };
 
-static int hentry_cmp(const void *x, const void *y)
+static int hentry_cmp(const void *x, const void *y, void *store)
 {
+    const char *sort_base = store;
     const struct hentry *a = x, *b = y;
     int c = bytes_cmp(sort_base + a->name, a->name_len, sort_base + b->name, b->name_len);
     return c ? c : (a->index > b->index) - (a->index < b->index);
@@ -329,7 +330,7 @@ static void put_headers(struct out *lines, struct out *signed_names,
             char c = name[k];
             putc_(&store, c >= 'A' && c <= 'Z' ? (char)(c + 32) : c);
         }
-        if (store.failed || never_signed(store.b.p + e->name, name_len)) {
+        if (store.failed || name_len == 0 || never_signed(store.b.p + e->name, name_len)) {
             store.b.len = e->name;
             continue;
         }
@@ -340,16 +341,15 @@ static void put_headers(struct out *lines, struct out *signed_names,
         e->index = i;
         n++;
     }
-    sort_base = store.b.p;
     if (!store.failed)
-        qsort(entries, n, sizeof(*entries), hentry_cmp);
+        qsort_r(entries, n, sizeof(*entries), hentry_cmp, store.b.p);
     for (size_t i = 0; i < n && !store.failed; i++) {
         const struct hentry *e = &entries[i];
         const char *name = store.b.p + e->name;
         int continues = i && bytes_cmp(name, e->name_len, store.b.p + entries[i - 1].name,
                                        entries[i - 1].name_len) == 0;
         if (continues) {
-            lines->b.len--; /* the '\n' of the same name's line */
+            lines->b.len -= !lines->failed; /* the '\n' of the same name's line */
             putc_(lines, ',');
         } else {
             if (i)

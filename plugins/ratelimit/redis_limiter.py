@@ -8,6 +8,7 @@ answers instead (allow, or deny as the first limit), and the failure is
 logged and counted; the client reconnects by itself on a later check.
 """
 
+import asyncio
 import logging
 import os
 
@@ -27,6 +28,8 @@ US_PER_SEC = 1_000_000
 TOLERANCE_CAP_US = 1 << 40
 # Retry-After that zs_rate_limit_ex reports when Redis is down and the policy denies.
 UNREACHABLE_RETRY_AFTER_MS = 1000
+# Connections one worker keeps to Redis; more concurrent checks wait for one.
+POOL_SIZE = 32
 
 # KEYS[1]: the bucket. ARGV: (result code, interval µs, tolerance µs) per limit,
 # checked in order. Answers {0, 0}, or {code of the first limit without a
@@ -89,15 +92,18 @@ class RedisLimiter:
         self._pid = None
         self._client = None
         self._script = None
+        self._slots = None
 
     def _gcra(self):
         """The script runner of this process (a client must not cross a fork: made on first use)."""
         if self._pid != os.getpid():
             # One retry, so that a connection Redis dropped (it restarted) is
             # replaced transparently; an unreachable Redis still fails fast.
-            self._client = Redis.from_url(self.url, socket_timeout=self.timeout,
-                                          socket_connect_timeout=self.timeout,
-                                          retry=Retry(NoBackoff(), 1))
+            self._client = Redis.from_url(self.url, max_connections=POOL_SIZE, socket_timeout=self.timeout,
+                                          socket_connect_timeout=self.timeout, retry=Retry(NoBackoff(), 1))
+            # More concurrent checks than connections wait here for one (the
+            # pool itself would refuse them).
+            self._slots = asyncio.Semaphore(POOL_SIZE)
             self._script = self._client.register_script(GCRA_SCRIPT)
             self._pid = os.getpid()
         return self._script
@@ -106,8 +112,10 @@ class RedisLimiter:
         """(0, 0) when allowed, else (code of the first limit exceeded, ms until a token); the policy's answer when Redis fails."""
         if not limits:
             return 0, 0
+        gcra = self._gcra()
         try:
-            code, wait_us = await self._gcra()(keys=[KEY_PREFIX + bytes((kind,)) + key], args=limits)
+            async with self._slots:
+                code, wait_us = await gcra(keys=[KEY_PREFIX + bytes((kind,)) + key], args=limits)
         except RedisError as error:
             self.failures += 1
             log.warning("[ratelimit] redis %s failed (%s: %s), failure %d: %s the request",
