@@ -6,6 +6,7 @@ with SIGTERM. `start_server` ties one to a pytest finalizer, so a module can
 share one server through a module-scoped fixture. The fixtures are in conftest.py.
 """
 
+import ctypes
 import os
 import re
 import signal
@@ -52,7 +53,7 @@ class ServerProcess:
 
     def start(self, timeout=20):
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=_terminate_with_parent)
         threading.Thread(target=self._read_stderr, daemon=True).start()
         match = self.wait_for(r"listening on http://127\.0\.0\.1:(\d+)", timeout=timeout)
         self.port = int(match.group(1))
@@ -108,6 +109,11 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+def _terminate_with_parent():
+    """In the child before exec: SIGTERM it when the starting thread (pytest's main thread) dies."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def start_server(request, tar, *flags, workers=1):

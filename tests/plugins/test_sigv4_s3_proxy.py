@@ -27,6 +27,7 @@ from test_sigv4_helpers import Harness, load
 
 from harness import REPO, curl, free_port, start_server, write_tree
 from zeroserve.core import pack
+from zeroserve.core.compile import ScriptCompiler
 
 BUCKET = "zs-private"
 OBJECT = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
@@ -102,7 +103,7 @@ def site_tar(tmp_path_factory):
     shutil.copy(REPO / "examples" / "scripts" / "s3_private_bucket.c", scripts / "20-s3_private_bucket.c")
     write_tree(directory, {".zeroserve/scripts/10-upload.c": UPLOAD_SCRIPT, "index.html": "local\n"})
     output = directory.parent / "site.tar"
-    pack.build(directory, output)
+    pack.build(directory, output, compiler=ScriptCompiler.find("clang"))
     return output
 
 
