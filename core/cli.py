@@ -1,4 +1,7 @@
-"""The `zeroserve` command: parses `pack` and `run` into calls of pack.build and supervisor.serve.
+"""The `zeroserve` command: parses `pack`, `run`, `check` and `sdk` into calls of the modules that do the work.
+
+Plugins named with `--plugins` are loaded before the full parse, because they
+add flags of their own (`zeroserve_add_options`).
 
 Every error a user can cause ends as one line on stderr, `zeroserve: error: ...`,
 and a non-zero exit status; no traceback.
@@ -10,9 +13,11 @@ import sys
 from pathlib import Path
 
 from zeroserve.core import __version__, pack, supervisor
-from zeroserve.core.compile import ScriptCompiler
+from zeroserve.core.compile import ScriptCompiler, sdk_header_text
 from zeroserve.core.config import DEFAULT_ADDR, Address, Limits, ServerConfig
 from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.plugins import build_plugin_manager, call_impl
+from zeroserve.core.world import World
 
 _LIMIT_DEFAULTS = Limits()
 
@@ -62,7 +67,48 @@ def _address(text):
         raise argparse.ArgumentTypeError(str(error).removeprefix("--addr ")) from None
 
 
-def build_parser():
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _names(values):
+    """Names from repeatable, comma-separated flag values, in order, once each."""
+    return tuple(dict.fromkeys(name.strip() for value in values for name in value.split(",") if name.strip()))
+
+
+def plugin_names(argv):
+    """The --plugins names of a command line, read before the full parse."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugins", action="append", default=[])
+    known, _ = early.parse_known_args(argv)
+    return _names(known.plugins)
+
+
+def _add_site_flags(parser, pm):
+    """Flags `run` and `check` share: plugins and the limits of scripts, then each plugin's own flags."""
+    parser.add_argument("--plugins", action="append", default=[], metavar="NAME[,NAME...]",
+                        help="enable these installed plugins (repeatable); an unknown name lists the installed ones")
+    scripts = parser.add_argument_group("scripts")
+    scripts.add_argument("--preempt-timer-interval-ms", type=_positive_float, default=2.0, metavar="MS",
+                         help="CPU a script runs before it lets other requests run (default 2)")
+    scripts.add_argument("--script-cpu-budget-ms", type=_positive_float, default=100.0, metavar="MS",
+                         help="CPU the scripts of one request may use; beyond, the request gets 503 (default 100)")
+    scripts.add_argument("--script-memory-kb", type=_positive_int, default=256, metavar="KB",
+                         help="guest memory of one script run: stack and globals (default 256)")
+    scripts.add_argument("--max-request-external-memory-footprint-kb", type=_positive_int, default=256,
+                         metavar="KB", help="host memory (JSON values) one script run may allocate (default 256)")
+    for impl in pm.hook.zeroserve_add_options.get_hookimpls():
+        call_impl(impl, parser=parser.add_argument_group(f"plugin {impl.plugin_name}"))
+
+
+def build_parser(pm):
+    """The full parser; `pm` holds the enabled plugins, which may add flags."""
     parser = _Parser(
         prog="zeroserve", description="A zero-config web server that serves one site tar.",
         epilog="example: zeroserve pack ./public -o site.tar && zeroserve run --addr 127.0.0.1:8080 site.tar",
@@ -120,14 +166,28 @@ def build_parser():
         limits.add_argument(flag, dest=name, type=kind, default=default,
                             metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
     runner.set_defaults(limit_names=[name for _, name, _, _ in limit_flags])
+    _add_site_flags(runner, pm)
+
+    checker = commands.add_parser("check", help="load and verify every script of a site tar, without serving",
+                                  description="Load SITE_TAR and verify every script in it against the "
+                                              "helpers of the enabled plugins; exit 1 with the reason if one "
+                                              "does not load.")
+    checker.add_argument("site", metavar="SITE_TAR", help="the site tar to check")
+    _add_site_flags(checker, pm)
+    commands.add_parser("sdk", help="print the SDK header (zeroserve.h) scripts include",
+                        description="Print sdk/zeroserve.h, the header every script includes.")
     return parser
 
 
-def _run(args):
+def _config(args):
+    """The ServerConfig of a `run` or `check` command line."""
+    if args.command == "check":
+        return ServerConfig(site_path=args.site, workers=1, plugins=_names(args.plugins), options=args,
+                            **_script_settings(args))
     hostnames = tuple(name.strip() for value in args.validate_hostnames for name in value.split(",")
                       if name.strip())
     optional = {"workers": args.workers} if args.workers is not None else {}
-    config = ServerConfig(
+    return ServerConfig(
         site_path=args.site,
         addr=args.addr,
         index=args.index or "index.html",  # an empty --index means the default, as in the original
@@ -139,9 +199,30 @@ def _run(args):
         proxy_protocol=args.enable_proxy_protocol,
         shutdown_timeout=args.shutdown_timeout,
         limits=Limits(**{name: getattr(args, name) for name in args.limit_names}),
+        plugins=_names(args.plugins),
+        options=args,
+        **_script_settings(args),
         **optional,
     )
-    return supervisor.serve(config)
+
+
+def _script_settings(args):
+    return {
+        "preempt_timer_interval_ms": args.preempt_timer_interval_ms,
+        "script_cpu_budget_ms": args.script_cpu_budget_ms,
+        "script_memory_kb": args.script_memory_kb,
+        "max_request_external_memory_footprint_kb": args.max_request_external_memory_footprint_kb,
+    }
+
+
+def _check(config):
+    """Load every script of the site as a world build would; report how many."""
+    world = World.build(config)
+    chain = world.chain
+    sys.stdout.write(f"{config.site_path}: {len(chain.scripts)} scripts loaded and verified "
+                     f"({len(chain.request_scripts)} run on every request)\n")
+    world.retire()
+    return 0
 
 
 def _pack(args):
@@ -158,9 +239,21 @@ def _pack(args):
 def main(argv=None):
     """Entry point of the `zeroserve` console script."""
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
-    args = build_parser().parse_args(argv)
     try:
-        return _run(args) if args.command == "run" else _pack(args)
+        pm = build_plugin_manager(plugin_names(sys.argv[1:] if argv is None else argv))
+    except ZeroserveError as error:
+        sys.stderr.write(f"zeroserve: error: {error}\n")
+        return 1
+    args = build_parser(pm).parse_args(argv)
+    try:
+        if args.command == "pack":
+            return _pack(args)
+        if args.command == "sdk":
+            sys.stdout.write(sdk_header_text())
+            return 0
+        config = _config(args)
+        pm.hook.zeroserve_configure(config=config)
+        return _check(config) if args.command == "check" else supervisor.serve(config)
     except ZeroserveError as error:
         sys.stderr.write(f"zeroserve: error: {error}\n")
         return 1

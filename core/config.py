@@ -5,6 +5,7 @@ every other module reads them. A value a user can get wrong raises `ConfigError`
 naming the flag and what to do.
 """
 
+import argparse
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -87,6 +88,12 @@ class ServerConfig:
     proxy_protocol: bool = False
     shutdown_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    plugins: tuple = ()  # names given to --plugins, in order
+    options: argparse.Namespace = field(default_factory=argparse.Namespace)  # every parsed flag, plugins' too
+    preempt_timer_interval_ms: float = 2.0  # CPU a script runs before it yields the event loop
+    script_cpu_budget_ms: float = 100.0  # CPU all scripts of one request may use; 503 beyond
+    script_memory_kb: int = 256  # guest memory of one script run (stack, globals)
+    max_request_external_memory_footprint_kb: int = 256  # host allocations (JSON) of one script run
 
     def __post_init__(self):
         if self.workers < 1:
@@ -96,6 +103,12 @@ class ServerConfig:
         if not self.shutdown_timeout > 0:
             raise ConfigError(f"--shutdown-timeout must be a positive number of seconds, "
                               f"got {self.shutdown_timeout}")
+        for name in ("preempt_timer_interval_ms", "script_cpu_budget_ms"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be more than 0, got {getattr(self, name)}")
+        for name in ("script_memory_kb", "max_request_external_memory_footprint_kb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.index or "/" in self.index:
             raise ConfigError(f"--index must be a file name without '/', got {self.index!r}")
 

@@ -1,16 +1,27 @@
 """The one seam between protocols and request logic: `handle(request, world) -> Response`.
 
-HTTP/1.1 and HTTP/2 call it the same way; what happens inside (today: the host
-check, path normalisation and the static action; later: the script chain
-choosing an action) is invisible to them.
+HTTP/1.1 and HTTP/2 call it the same way. Inside: the host check, path
+normalisation, the world's script chain (which may answer, proxy, abort or
+change the request), then the static action with the scripts' metadata
+headers and the `<zs-meta>` template pass. A world without request scripts
+goes straight to the static action.
+
+`handle` returns a Response, except when a script had to wait (it was
+preempted, or an async helper suspended it): then it returns an awaitable of
+the Response, which the connection awaits. A Response with `abort` set means
+a script called zs_abort: close the connection without answering.
 """
 
+import json
 from http import HTTPStatus
 
-from zeroserve.core import static
+from zeroserve.core import static, template
+from zeroserve.core.accesslog import log_error
+from zeroserve.core.chain import ABORT, FAULT, OVERTIME, PROXY, RESPOND, ChainResult, metadata_headers, set_headers
 from zeroserve.core.errors import ProtocolError
 from zeroserve.core.paths import normalize_request_path
 from zeroserve.core.request import Response
+from zeroserve.core.script_abi import URI_INVALID
 
 SERVER_HEADER = ("server", "zeroserve")
 # The fixed plain-text answers the server itself decides (400, 408, 421, 431...),
@@ -22,6 +33,18 @@ _ERRORS = {
     )
     for s in HTTPStatus if s.value >= 400
 }
+_PROTO = {"1.0": (1, 0), "1.1": (1, 1), "2": (2, 0)}
+# What zs_connection_info answers over TLS, by HTTP version (the request does not carry SNI or JA4 yet).
+_TLS_INFO = {
+    version: json.dumps({"tls": True, "tls_handshake_complete": True, "alpn": alpn,
+                         "sni": {"inner": None, "outer": None}, "ech": None, "fingerprint": {"ja4": None},
+                         "tls_client": {"certificate": None, "chain_fingerprints_sha256": []}},
+                        separators=(",", ":"))
+    for version, alpn in (("1.0", None), ("1.1", "http/1.1"), ("2", "h2"))
+}
+# zs_res_continue_request may rerun a request's scripts this many times.
+MAX_RERUNS = 8
+ABORTED = Response(0, [], close=True)
 
 
 def error_response(status, close=False):
@@ -31,18 +54,149 @@ def error_response(status, close=False):
 
 
 def handle(request, world):
-    """Answer one request with the given World."""
+    """Answer one request with the given World: a Response, or an awaitable of one when a script waited."""
     if world.hostnames and not _host_allowed(request.authority, world.hostnames):
         return error_response(421)
     try:
         path = normalize_request_path(request.path)
     except ProtocolError as error:
         return error_response(error.status_hint)
+    chain = world.chain
+    if not chain:
+        return _static(world, request.method, path.rel, path.dir_hint, request.header_dict(), None)
+    peer = request.peer
+    result = chain.run(world, request.request_id, request.method, path.script_path, "/" + path.rel,
+                       request.query, request.scheme,
+                       f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}",
+                       _PROTO.get(request.http_version, (1, 1)), request.scheme == "https", request.headers,
+                       request.body, _TLS_INFO.get(request.http_version) if request.scheme == "https" else None)
+    if type(result) is not ChainResult:
+        return _respond_later(result, request, path, world)
+    response = _act(result, request, path, world)
+    if result.hooks is None:
+        return response
+    waiting = chain.run_hooks(result, response)
+    if waiting is None and not result.hooks.rerun:
+        return response
+    return _respond_later(result, request, path, world, response, waiting)
+
+
+async def _respond_later(result, request, path, world, response=None, waiting=None):
+    """The Response of a request whose scripts had to wait (preempted, async helper) or run again.
+
+    `result` is a ChainResult or an awaitable of one; `response` and
+    `waiting` are set when its response hooks already started.
+    """
+    chain = world.chain
+    reruns = 0
+    while True:
+        if response is None:
+            if type(result) is not ChainResult:
+                result = await result
+            response = _act(result, request, path, world)
+            if result.hooks is None:
+                return response
+            waiting = chain.run_hooks(result, response)
+        if waiting is not None:
+            await waiting
+            waiting = None
+        if not result.hooks.rerun:
+            return response
+        reruns += 1
+        if reruns > MAX_RERUNS:
+            return _too_many_reruns(result, request, world)
+        result, response = chain.rerun(result.hooks), None
+
+
+def _too_many_reruns(result, request, world):
+    log_error(f"[script_runtime] {request.request_id}: response hooks asked to rerun the request more than "
+              f"{MAX_RERUNS} times; answering 500")
+    world.chain.release(result)
+    return _script_error(500, request, result.metadata)
+
+
+def _act(result, request, path, world):
+    """The Response for what the chain decided."""
+    kind = result.kind
+    metadata = result.metadata
+    if kind == RESPOND:
+        body = result.body
+        headers = [("content-length", str(len(body)))]
+        if metadata:
+            _apply_metadata(headers, metadata)
+        return Response(result.status, headers, (body,) if body and request.method != "HEAD" else (),
+                        len(body) if request.method != "HEAD" else 0)
+    if kind == ABORT:
+        return ABORTED
+    if kind == FAULT or kind == OVERTIME:
+        return _script_error(result.status, request, metadata)
+    if kind == PROXY:
+        log_error(f"[handle] {request.request_id}: reverse proxy to {result.proxy_url}: this build has no "
+                  f"reverse proxy")
+        return _with_metadata(error_response(502), metadata)
+    # No outcome: static serving, with whatever the scripts changed.
+    method = request.method
+    rel, dir_hint = path.rel, path.dir_hint
+    headers = None
+    if result.changed:
+        if result.changed & URI_INVALID:
+            return error_response(400)
+        _apply_changes(request, result)
+        method = request.method
+        rel, dir_hint = result.normalized_path[1:], result.path.endswith("/")
+        headers = request.header_dict()
+    return _static(world, method, rel, dir_hint, headers if headers is not None else request.header_dict(),
+                   metadata)
+
+
+def _static(world, method, rel, dir_hint, request_headers, metadata):
     site = world.site
-    result = static.serve(site, request.method, path.rel, path.dir_hint, request.header_dict(),
-                          world.static_options)
-    result.headers.append(SERVER_HEADER)
-    return Response(result.status, result.headers, result.body, result.length, site.fd)
+    options = world.static_options
+    if metadata and (method == "GET" or method == "HEAD"):
+        entry = site.resolve(rel, dir_hint, options.index, options.try_html)
+        if entry is not None and template.applies(entry.content_type, metadata):
+            body = template.render(site.read(entry), dict(metadata))
+            headers = [("content-type", entry.content_type), ("content-length", str(len(body))), SERVER_HEADER]
+            _apply_metadata(headers, metadata)
+            if method == "HEAD":
+                return Response(200, headers)
+            return Response(200, headers, (body,), len(body))
+    result = static.serve(site, method, rel, dir_hint, request_headers, options)
+    headers = result.headers
+    headers.append(SERVER_HEADER)
+    if metadata:
+        _apply_metadata(headers, metadata)
+    return Response(result.status, headers, result.body, result.length, site.fd)
+
+
+def _script_error(status, request, metadata):
+    """The 500 (fault) or 503 (CPU budget) of a request whose script failed: names the request, nothing else."""
+    body = f"{HTTPStatus(status).phrase} (request {request.request_id})\n".encode()
+    headers = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body))), SERVER_HEADER]
+    if metadata:
+        _apply_metadata(headers, metadata)
+    return Response(status, headers, (body,), len(body))
+
+
+def _with_metadata(response, metadata):
+    if metadata:
+        response.headers = list(response.headers)
+        _apply_metadata(response.headers, metadata)
+    return response
+
+
+def _apply_metadata(headers, metadata):
+    """Set the response headers `zs.response.header.*` metadata names, replacing any of the same name."""
+    replacements = metadata_headers(metadata)
+    if replacements:
+        set_headers(headers, replacements)
+
+
+def _apply_changes(request, result):
+    """Write the scripts' changes to method, target and headers back into the Request (for proxy and logs)."""
+    request.method = result.method
+    request.target = result.path + ("?" + result.query if result.query else "")
+    request.headers = result.headers
 
 
 def _host_allowed(authority, hostnames):

@@ -3,14 +3,17 @@
 A request uses the World that was current when it started, from its first byte
 of response to its last; a reload builds a whole new World off the request path
 and swaps one reference (`server.py`). The old one is closed once its last
-in-flight request has finished, which is what the lease count is for. Later
-issues add fields here (scripts, TLS contexts, helper table, plugin state),
-each built once in `World.build`.
+in-flight request has finished, which is what the lease count is for. Every
+field is built once in `World.build`: the site, the script chain (verified
+against the helpers of the enabled plugins) and each plugin's per-world state;
+plugins see a world through `zeroserve_world_ready` / `zeroserve_world_retired`.
 """
 
 from dataclasses import dataclass, field
 
+from zeroserve.core.chain import ChainOptions, ScriptChain
 from zeroserve.core.config import ServerConfig
+from zeroserve.core.plugins import build_helper_table, build_plugin_manager, call_impl
 from zeroserve.core.site import Site
 from zeroserve.core.static import StaticOptions
 
@@ -34,19 +37,44 @@ class World:
     static_options: StaticOptions
     hostnames: frozenset  # allowed Host names (lowercase, no port); empty = any
     generation: int  # 0 at start, +1 per successful reload
+    chain: ScriptChain  # the site's scripts, loaded and verified against `helpers`
+    plugin_state: dict  # plugin name -> what its zeroserve_world_state returned
+    plugins: object  # the pluggy PluginManager of the enabled plugins
     leases: _Leases = field(default_factory=_Leases, repr=False)
 
     @classmethod
     def build(cls, config, generation=0):
         """Load everything `config` names; raises SiteError (or another ZeroserveError)."""
         site = Site.open(config.site_path)
-        return cls(
+        try:
+            plugins = build_plugin_manager(config.plugins)
+            options = ChainOptions(
+                preempt_interval_ms=config.preempt_timer_interval_ms,
+                cpu_budget_ms=config.script_cpu_budget_ms,
+                # The VM charges a run's host allocations to the run's memory, so one arena holds both.
+                memory_kb=config.script_memory_kb + config.max_request_external_memory_footprint_kb,
+            )
+            chain = ScriptChain.load(site, build_helper_table(plugins, config), options)
+            plugin_state = {}
+            for impl in plugins.hook.zeroserve_world_state.get_hookimpls():
+                state = call_impl(impl, config=config, site=site)
+                if state is not None:
+                    plugin_state[impl.plugin_name] = state
+        except BaseException:
+            site.close()
+            raise
+        world = cls(
             config=config,
             site=site,
             static_options=StaticOptions(index=config.index, try_html=config.try_html),
             hostnames=frozenset(name.lower() for name in config.validate_hostnames),
             generation=generation,
+            chain=chain,
+            plugin_state=plugin_state,
+            plugins=plugins,
         )
+        plugins.hook.zeroserve_world_ready(world=world)
+        return world
 
     def enter(self):
         """A request starts using this World."""
@@ -57,10 +85,14 @@ class World:
         leases = self.leases
         leases.count -= 1
         if leases.retired and leases.count == 0:
-            self.site.close()
+            self._close()
 
     def retire(self):
         """This World has been replaced: close it now if idle, else when its last request ends."""
         self.leases.retired = True
         if self.leases.count == 0:
-            self.site.close()
+            self._close()
+
+    def _close(self):
+        self.plugins.hook.zeroserve_world_retired(world=self)
+        self.site.close()

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode
