@@ -40,10 +40,12 @@ def start(
     tar = pack(workload, site_root, workdir)
     plain_port = free_port()
     argv = [str(ZEROSERVE), "run", "--addr", f"127.0.0.1:{plain_port}", "--threads", "1", "--disable-request-logging"]
-    port = plain_port
     if transport.tls:
         port = free_port()
         argv += ["--tls-addr", f"127.0.0.1:{port}", "--cert", str(tls.cert), "--key", str(tls.key)]
+    else:
+        port = plain_port
+        argv += ["--tls-addr", "off"]  # else it also binds its default HTTPS port, 8443
     argv += [*workload.zeroserve_flags, str(tar)]
     process = PinnedProcess(name=label, argv=argv, cpu=cpu, log_path=workdir / "stderr.log")
     process.start(ready_port=port)

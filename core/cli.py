@@ -14,7 +14,7 @@ from pathlib import Path
 
 from zeroserve.core import __version__, pack, supervisor
 from zeroserve.core.compile import ScriptCompiler, sdk_header_text
-from zeroserve.core.config import DEFAULT_ADDR, Address, Limits, ServerConfig
+from zeroserve.core.config import DEFAULT_ADDR, DEFAULT_TLS_ADDR, Address, Limits, ServerConfig
 from zeroserve.core.errors import ZeroserveError
 from zeroserve.core.plugins import build_plugin_manager, call_impl
 from zeroserve.core.world import World
@@ -65,6 +65,11 @@ def _address(text):
         return Address.parse(text)
     except ZeroserveError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--addr ")) from None
+
+
+def _tls_address(text):
+    """An --tls-addr value: IP:PORT, or `off` for no HTTPS listener (None)."""
+    return None if text == "off" else _address(text)
 
 
 def _positive_float(text):
@@ -131,6 +136,15 @@ def build_parser(pm):
     runner.add_argument("site", metavar="SITE_TAR", help="the site tar to serve")
     runner.add_argument("--addr", type=_address, default=Address.parse(DEFAULT_ADDR), metavar="IP:PORT",
                         help=f"plaintext HTTP address (default {DEFAULT_ADDR}; port 0 picks a free port)")
+    runner.add_argument("--tls-addr", type=_tls_address, default=Address.parse(DEFAULT_TLS_ADDR),
+                        metavar="IP:PORT|off",
+                        help=f"HTTPS address (default {DEFAULT_TLS_ADDR}; 'off' serves no HTTPS)")
+    runner.add_argument("--cert", metavar="PEM", help="HTTPS certificate chain, leaf first (with --key; "
+                                                      "without both, a self-signed certificate for localhost)")
+    runner.add_argument("--key", metavar="PEM", help="private key of --cert")
+    runner.add_argument("--state-dir", metavar="DIR",
+                        help="where the self-signed certificate is kept "
+                             "(default $XDG_STATE_HOME/zeroserve or ~/.local/state/zeroserve)")
     runner.add_argument("--index", default="index.html", metavar="NAME",
                         help="file served for a directory (default index.html)")
     runner.add_argument("--try-html", action="store_true", help="serve PATH.html when PATH is not found")
@@ -190,6 +204,10 @@ def _config(args):
     return ServerConfig(
         site_path=args.site,
         addr=args.addr,
+        tls_addr=args.tls_addr,
+        cert=args.cert,
+        key=args.key,
+        state_dir=args.state_dir,
         index=args.index or "index.html",  # an empty --index means the default, as in the original
         try_html=args.try_html,
         validate_hostnames=hostnames,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from zeroserve.core.errors import ConfigError
 
 DEFAULT_ADDR = "0.0.0.0:8080"
+DEFAULT_TLS_ADDR = "0.0.0.0:8443"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,10 @@ class ServerConfig:
 
     site_path: str
     addr: Address = field(default_factory=lambda: Address.parse(DEFAULT_ADDR))
+    tls_addr: Address | None = None  # HTTPS listener; None = no HTTPS (the CLI's default is DEFAULT_TLS_ADDR)
+    cert: str | None = None  # PEM certificate chain; None with tls_addr = the self-signed certificate
+    key: str | None = None  # PEM private key of `cert`
+    state_dir: str | None = None  # where the self-signed certificate is kept; None = certs.default_state_dir()
     index: str = "index.html"
     try_html: bool = False
     workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
@@ -109,6 +114,9 @@ class ServerConfig:
         for name in ("script_memory_kb", "max_request_external_memory_footprint_kb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("--cert and --key go together: give both, or neither for a self-signed "
+                              "certificate for localhost")
         if not self.index or "/" in self.index:
             raise ConfigError(f"--index must be a file name without '/', got {self.index!r}")
 

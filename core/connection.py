@@ -6,9 +6,15 @@ go to `handler.handle` with the World current at that moment; responses go
 back through HTTP and the session to the socket. This module owns what needs
 a clock or a socket: timeouts, back-pressure (no reading while the peer does
 not read our output) and file bodies read with `os.pread` as the socket drains.
+
+Over TLS it also holds what HTTP must not know: the bytes of an unfinished
+handshake (for a plugin's relay, which takes the socket over when a ClientHello
+inspector raises a TLSError with a `take_over(transport, received, peer)`
+method) and the SNI every request's Host must match (421 otherwise).
 """
 
 import asyncio
+import logging
 import os
 import time
 import traceback
@@ -17,8 +23,8 @@ from collections import deque
 from zeroserve.core import http1, http2, proxyproto
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.errors import ProtocolError, ZeroserveError
-from zeroserve.core.handler import error_response, handle
-from zeroserve.core.request import Request
+from zeroserve.core.handler import ABORTED, error_response, handle
+from zeroserve.core.request import Request, Response
 
 _CHUNK = 256 * 1024  # pread size for file bodies
 _INLINE = 64 * 1024  # a file body up to this size leaves in the same write as its head
@@ -43,6 +49,8 @@ _LINGER = 6  # our side is shut: reading and discarding until the peer closes
 # or 431 the peer has not read yet while it is still sending.
 _LINGER_SECONDS = 2.0
 
+log = logging.getLogger(__name__)
+
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
          b"content-length: 19\r\nserver: zeroserve\r\nconnection: close\r\n\r\nService Unavailable")
 
@@ -50,7 +58,7 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset
 class _Pending:
     """An HTTP/1 response in the output queue, written in request order."""
 
-    __slots__ = ("data", "request", "response", "world", "keep_open", "part", "offset", "sent")
+    __slots__ = ("data", "request", "response", "world", "keep_open", "part", "offset", "sent", "waiting")
 
     def __init__(self, data, request, response, world, keep_open):
         self.data = data  # head bytes not yet written (or an interim response)
@@ -61,6 +69,7 @@ class _Pending:
         self.part = 0
         self.offset = 0
         self.sent = 0  # body bytes written
+        self.waiting = False  # the request's scripts are still running; data and response come later
 
 
 class Connection(asyncio.Protocol):
@@ -79,6 +88,7 @@ class Connection(asyncio.Protocol):
         self._queue = deque()  # HTTP/1 responses not yet fully written
         self._socket_fd = -1  # plaintext HTTP/1: file bodies go out with sendfile(2)
         self._stream_worlds = {}  # HTTP/2 stream id → World of its request
+        self._waiting = set()  # tasks of requests whose scripts had to wait (kept: the loop holds tasks weakly)
         self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of it so far
         self._paused = False
         self._closed = False  # we will write nothing more
@@ -87,6 +97,9 @@ class Connection(asyncio.Protocol):
         self._timer = _START
         self._since = 0.0
         self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
+        # TLS: every byte of the handshake so far, kept until it completes (a relay replays them).
+        self._handshake_bytes = None if session.handshake_complete else bytearray()
+        self._sni = None  # TLS: the SNI (lowercase) each request's Host must equal, once the handshake is done
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -111,12 +124,22 @@ class Connection(asyncio.Protocol):
             data = self._take_proxy_line(data)
             if not data:
                 return
+        session = self._session
+        handshake_bytes = self._handshake_bytes
+        if handshake_bytes is not None:
+            handshake_bytes += data
         try:
-            plaintext, to_send = self._session.receive(data)
-        except ZeroserveError as error:  # a failed TLS handshake or record
-            log_error(f"[connection] {self._peer[0]}:{self._peer[1]}: {error}")
+            plaintext, to_send = session.receive(data)
+        except ZeroserveError as error:  # a failed TLS handshake or record, or a refusing inspector
+            take_over = getattr(error, "take_over", None)
+            if take_over is not None and handshake_bytes is not None:
+                self._hand_over(take_over, handshake_bytes)
+                return
+            log.debug("[tls] %s:%s: %s", self._peer[0], self._peer[1], error)
             self._close()  # sends the alert the session has queued
             return
+        if handshake_bytes is not None and session.handshake_complete:
+            self._handshake_bytes = None
         if to_send:
             self._transport.write(to_send)
         if plaintext:
@@ -128,6 +151,9 @@ class Connection(asyncio.Protocol):
                     self._dispatch(events)
         if self._http is not None:
             self._pump()
+        if session.is_tls and session.closed and not self._closed:  # close_notify: the peer sends nothing more
+            self.eof_received()
+            return
         self._arm()
 
     def eof_received(self):
@@ -170,6 +196,15 @@ class Connection(asyncio.Protocol):
             self._http.abandon("connection lost")
             self._drain_h2_finished()
 
+    def _hand_over(self, take_over, received):
+        """A ClientHello inspector gave this connection to someone else (a relay): let go of the socket."""
+        self._closed = True
+        self._lost = True
+        self._timer = _NOTHING
+        self._handshake_bytes = None
+        self._server.connections.discard(self)
+        take_over(self._transport, received, self._peer)
+
     # -- PROXY line and protocol selection --------------------------------------
 
     def _take_proxy_line(self, data):
@@ -198,6 +233,7 @@ class Connection(asyncio.Protocol):
         if session.is_tls:
             h2 = session.alpn == "h2"
             scheme = "https"
+            self._sni = session.sni
         else:
             plaintext = self._sniffed + plaintext
             if len(plaintext) < len(http2.PREFACE) and http2.PREFACE.startswith(plaintext):
@@ -229,7 +265,11 @@ class Connection(asyncio.Protocol):
                     world = server.world
                     world.enter()
                     self._stream_worlds[event.stream_id] = world
-                    http.send_response(event.stream_id, event, self._respond(event, world))
+                    response = self._respond(event, world)
+                    if type(response) is Response:
+                        self._send_h2(event, response)
+                    else:
+                        self._wait(response, event, event, self._h2_ready)
                 else:
                     log_error(f"[http2] {self._peer[0]}:{self._peer[1]}: stream {event.stream_id}: "
                               f"{event.reason}")
@@ -242,8 +282,13 @@ class Connection(asyncio.Protocol):
                 world = server.world
                 world.enter()
                 response = self._respond(event, world)
-                head, keep_open = http.response_head(event, response)
-                queue.append(_Pending(head, event, response, world, keep_open))
+                if type(response) is Response:
+                    queue.append(self._h1_pending(event, response, world))
+                else:
+                    pending = _Pending(None, event, None, world, True)
+                    pending.waiting = True
+                    queue.append(pending)
+                    self._wait(response, event, pending, self._h1_ready)
             elif kind is bytes:
                 queue.append(_Pending(event, None, None, None, True))
             else:
@@ -252,7 +297,56 @@ class Connection(asyncio.Protocol):
                 head, _ = http.response_head(None, response)
                 queue.append(_Pending(head, None, response, None, False))
 
+    def _h1_pending(self, request, response, world):
+        if response is ABORTED:  # zs_abort: no head; the connection ends when its turn comes
+            return _Pending(None, request, response, world, False)
+        head, keep_open = self._http.response_head(request, response)
+        return _Pending(head, request, response, world, keep_open)
+
+    def _send_h2(self, request, response):
+        if response is ABORTED:  # zs_abort: the whole connection ends without an answer
+            self._stream_worlds.pop(request.stream_id).exit()
+            self.abort()
+            return
+        self._http.send_response(request.stream_id, request, response)
+
+    def _wait(self, awaitable, request, key, ready):
+        """Run a request whose scripts had to wait; ready(key, response) gets its Response when it is done."""
+        task = asyncio.ensure_future(awaitable)
+        self._waiting.add(task)
+        task.add_done_callback(lambda task: self._finish_waiting(task, request, key, ready))
+
+    def _finish_waiting(self, task, request, key, ready):
+        self._waiting.discard(task)
+        try:
+            response = task.result()
+        except Exception:  # a bug: the request gets a 500, the worker lives on
+            log_error(f"[handler] {request.request_id}: internal error\n{traceback.format_exc().rstrip()}")
+            response = error_response(500)
+        ready(key, response)
+
+    def _h1_ready(self, pending, response):
+        if self._lost:
+            return  # connection_lost already released the request's World
+        ready = self._h1_pending(pending.request, response, pending.world)
+        pending.data, pending.response, pending.keep_open = ready.data, ready.response, ready.keep_open
+        pending.waiting = False
+        self._pump()
+        self._arm()
+
+    def _h2_ready(self, request, response):
+        if self._closed:  # nothing more goes out: just release the request's World
+            world = self._stream_worlds.pop(request.stream_id, None)
+            if world is not None:
+                world.exit()
+            return
+        self._send_h2(request, response)
+        self._pump()
+        self._arm()
+
     def _respond(self, request, world):
+        if self._sni is not None and _authority_host(request.authority) != self._sni:
+            return error_response(421)  # a request for another host than the handshake named
         try:
             return handle(request, world)
         except Exception:  # a bug: the request gets a 500, the worker lives on
@@ -283,6 +377,13 @@ class Connection(asyncio.Protocol):
         queue = self._queue
         while queue and not self._paused:
             pending = queue[0]
+            if pending.waiting:
+                return  # responses go out in request order; _h1_ready pumps again
+            if pending.response is ABORTED:
+                queue.popleft()
+                pending.world.exit()
+                self.abort()
+                return
             if not self._write_pending(pending):
                 return  # paused in the middle of a body; resume_writing continues
             queue.popleft()
@@ -495,3 +596,13 @@ class Connection(asyncio.Protocol):
         self._closed = True
         if not self._lost:
             self._transport.abort()
+
+
+def _authority_host(authority):
+    """The host of a Host / :authority value, lowercase, without port; None when there is none."""
+    if not authority:
+        return None
+    host = authority.lower()
+    if host.startswith("["):  # an IPv6 literal keeps its brackets
+        return host[:host.find("]") + 1]
+    return host.rpartition(":")[0] if ":" in host else host

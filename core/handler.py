@@ -8,8 +8,8 @@ goes straight to the static action.
 
 `handle` returns a Response, except when a script had to wait (it was
 preempted, or an async helper suspended it): then it returns an awaitable of
-the Response, which the connection awaits. A Response with `abort` set means
-a script called zs_abort: close the connection without answering.
+the Response, which the connection awaits. The response `ABORTED` means a
+script called zs_abort: close the connection without answering.
 """
 
 import json
@@ -44,6 +44,7 @@ _TLS_INFO = {
 }
 # zs_res_continue_request may rerun a request's scripts this many times.
 MAX_RERUNS = 8
+# What handle() answers for zs_abort: the connection closes without a response (compare by identity).
 ABORTED = Response(0, [], close=True)
 
 
@@ -131,8 +132,8 @@ def _act(result, request, path, world):
     if kind == FAULT or kind == OVERTIME:
         return _script_error(result.status, request, metadata)
     if kind == PROXY:
-        log_error(f"[handle] {request.request_id}: reverse proxy to {result.proxy_url}: this build has no "
-                  f"reverse proxy")
+        log_error(f"[handle] {request.request_id}: zs_reverse_proxy to {result.proxy_url}: core/proxy.py is not "
+                  f"connected to the handler; answering 502")
         return _with_metadata(error_response(502), metadata)
     # No outcome: static serving, with whatever the scripts changed.
     method = request.method

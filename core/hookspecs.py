@@ -101,10 +101,13 @@ def zeroserve_register_helpers(config):
 def zeroserve_known_helpers():
     """Return the names of every helper this plugin can provide, enabled or not.
 
-    Called once at start-up on every *installed* plugin (enabled or not), so
-    that a script calling ``zs_rate_limit`` without ``--plugins ratelimit``
-    gets "helper zs_rate_limit is provided by plugin 'ratelimit'; add
-    --plugins ratelimit" instead of "unknown helper".
+    Called only when a script fails to load because it calls a helper no
+    enabled plugin registered: then every *installed* plugin (enabled or not)
+    is imported and asked, so that a script calling ``zs_geoip_country``
+    without ``--plugins geoip`` gets "helper zs_geoip_country is provided by
+    plugin 'geoip'; add --plugins geoip" instead of "unknown helper". The
+    in-tree plugins' helpers are also known from their groups in
+    ``sdk/zeroserve.h``. Return a list of names; import nothing heavy here.
     """
 
 

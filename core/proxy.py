@@ -11,10 +11,16 @@ connection the upstream had closed is sent once more when it had no body.
 
 import asyncio
 
-from zeroserve.core.errors import ZeroserveError
-from zeroserve.core.upstream import CHUNKED, FIXED, NO_BODY, UpstreamError, parse_target
+from zeroserve.core.accesslog import log_error
+from zeroserve.core.request import Response
 
-__all__ = ["HOP_BY_HOP", "Exchange", "forward", "upstream_request_head", "client_headers", "UpstreamError"]
+from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.upstream import CHUNKED, FIXED, NO_BODY, UpstreamError, UpstreamOptions, Upstreams, parse_target
+
+__all__ = ["HOP_BY_HOP", "Exchange", "forward", "respond", "upstream_request_head", "client_headers", "UpstreamError"]
+
+_SERVER_HEADER = ("server", "zeroserve")
+_upstreams = None  # this worker's Upstreams: pools outlive reloads, so they belong to the process, not the World
 
 # Headers that describe one connection, not the message: never forwarded in either direction.
 HOP_BY_HOP = frozenset((
@@ -205,6 +211,41 @@ async def forward(upstreams, url, method, path, query, headers, *, authority, pe
     if framing == CHUNKED or upgraded:
         out_headers = [(name, value) for name, value in out_headers if name != "content-length"]
     return Exchange(connection, upstreams, out_headers, length, upload)
+
+
+def worker_upstreams(options=None):
+    """This worker's Upstreams (pool and DNS cache), created on first use on the running loop."""
+    global _upstreams
+    if _upstreams is None:
+        _upstreams = Upstreams(asyncio.get_running_loop(), options or UpstreamOptions())
+    return _upstreams
+
+
+def is_websocket(request):
+    """True for an HTTP/1.1 WebSocket upgrade or an HTTP/2 extended CONNECT for the websocket protocol."""
+    if request.method == "CONNECT":
+        return request.header(":protocol") == "websocket"
+    upgrade = request.header("upgrade")
+    return upgrade is not None and upgrade.lower() == "websocket"
+
+
+async def respond(request, url, overrides=(), options=None):
+    """The Response of proxying `request` to `url`: its body streams from the upstream (`Response.stream`).
+
+    A failure before the response head (bad target, connect, TLS, timeout) is logged with the upstream and
+    answered with an empty 502 or 504.
+    """
+    upstreams = worker_upstreams(options)
+    websocket = is_websocket(request)
+    method = "GET" if websocket else request.method  # an HTTP/2 extended CONNECT becomes an HTTP/1.1 upgrade
+    try:
+        exchange = await forward(upstreams, url, method, request.path, request.query, request.headers,
+                                 authority=request.authority, peer_ip=request.peer[0], scheme=request.scheme,
+                                 body=request.body_stream or request.body, overrides=overrides, websocket=websocket)
+    except UpstreamError as error:
+        log_error(f"[proxy] {request.request_id}: {error}")
+        return Response(error.status, [("content-length", "0"), _SERVER_HEADER])
+    return Response(exchange.status, exchange.headers, (), exchange.length, stream=exchange)
 
 
 def _content_length(headers):

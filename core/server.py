@@ -1,8 +1,9 @@
-"""One worker process: its event loop, its SO_REUSEPORT listener, its signals, its World.
+"""One worker process: its event loop, its SO_REUSEPORT listeners, its signals, its World.
 
 The worker holds the current World in one attribute. SIGHUP builds a new World
 in a thread (off the request path) and swaps that attribute; requests already
-started keep the World they began with, and the old World closes when its last
+started keep the World they began with (and TLS connections the TLS context
+they began with), and the old World closes when its last
 request ends. SIGTERM/SIGINT stop accepting, let requests in flight finish
 (up to --shutdown-timeout), then end the loop.
 """
@@ -45,14 +46,14 @@ def listen_socket(addr):
 class Worker:
     """The state a worker's connections share: the World, limits, access log, connection set."""
 
-    def __init__(self, config, world, sock, index):
+    def __init__(self, config, world, socks, index):
         self.config = config
         self.limits = config.limits
         self.world = world
         self.connections = set()
         self.loop = None
         self.access_log = None
-        self._sock = sock
+        self._socks = socks  # (plaintext listener, HTTPS listener or None)
         self._index = index
         self._reloading = False
         self._reload_again = False
@@ -70,16 +71,22 @@ class Worker:
         loop = self.loop = asyncio.get_running_loop()
         if self.config.request_logging:
             self.access_log = AccessLog(self.config.log_format, loop.call_soon)
-        server = await loop.create_server(lambda: Connection(self, PlainSession()), sock=self._sock,
-                                          backlog=_BACKLOG)
+        plain_sock, tls_sock = self._socks
+        servers = [await loop.create_server(lambda: Connection(self, PlainSession()), sock=plain_sock,
+                                            backlog=_BACKLOG)]
+        if tls_sock is not None:
+            servers.append(await loop.create_server(lambda: Connection(self, self.world.tls.new_session()),
+                                                    sock=tls_sock, backlog=_BACKLOG))
         stopping = loop.create_future()
         loop.add_signal_handler(signal.SIGHUP, self._start_reload)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        self.world.plugins.hook.zeroserve_worker_started(config=self.config, worker_index=self._index)
         self._tick()
         await stopping
-        await self._drain(server)  # timeouts keep running: they end lingering closes
+        await self._drain(servers)  # timeouts keep running: they end lingering closes
+        self.world.plugins.hook.zeroserve_unconfigure(config=self.config)
         return 0
 
     def _tick(self):
@@ -88,8 +95,9 @@ class Worker:
             connection.check_timeout(now)
         self.loop.call_later(_TICK, self._tick)
 
-    async def _drain(self, server):
-        server.close()  # stop accepting; the listener's queue goes to the other workers
+    async def _drain(self, servers):
+        for server in servers:
+            server.close()  # stop accepting; the listener's queue goes to the other workers
         for connection in list(self.connections):
             connection.shutdown()
         deadline = self.loop.time() + self.config.shutdown_timeout
@@ -107,7 +115,7 @@ class Worker:
             self._reload_again = True  # coalesce: one more build after this one
             return
         self._reloading = True
-        future = self.loop.run_in_executor(None, World.build, self.config, self.world.generation + 1)
+        future = self.loop.run_in_executor(None, World.build, self.config, self.world.generation + 1, self.world)
         future.add_done_callback(self._finish_reload)
 
     def _finish_reload(self, future):
@@ -126,6 +134,6 @@ class Worker:
             self._start_reload()
 
 
-def run_worker(config, world, sock, index):
+def run_worker(config, world, socks, index):
     """Entry point of a forked worker process; returns its exit code."""
-    return Worker(config, world, sock, index).run()
+    return Worker(config, world, socks, index).run()

@@ -1,8 +1,10 @@
 """The parent process: loads and checks the site, forks N workers, restarts them, relays signals.
 
-The parent binds the address once before forking (so "port in use" is reported
-up front, and port 0 resolves to one real port), then each worker binds its own
-SO_REUSEPORT listener on that port. The parent never serves a request: it waits
+The parent binds the addresses (plaintext and HTTPS) once before forking (so
+"port in use" is reported up front, and port 0 resolves to one real port), then
+each worker binds its own SO_REUSEPORT listeners on those ports. Without
+--cert/--key the parent makes (once, in the state directory) the self-signed
+certificate before the first World is built. The parent never serves a request: it waits
 for signals. SIGHUP (or a change of --reload-signal-file) first builds the new
 World here, as a canary: a broken tar is reported once and the workers keep
 their World; a good one is kept for future forks and the workers are told to
@@ -21,6 +23,7 @@ import time
 from dataclasses import replace
 
 from zeroserve.core.accesslog import log_error
+from zeroserve.core.certs import ensure_self_signed
 from zeroserve.core.errors import ConfigError, ZeroserveError
 from zeroserve.core.server import HANDLED_SIGNALS, listen_socket, run_worker
 from zeroserve.core.world import World
@@ -36,14 +39,27 @@ def serve(config):
     """Run the server until SIGTERM/SIGINT; return the exit code. Raises ZeroserveError on startup."""
     _raise_fd_limit()
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS + (signal.SIGCHLD,))
+    own = None
+    if config.tls_addr is not None and config.cert is None:
+        own = ensure_self_signed(config.state_dir)
+        config = replace(config, cert=str(own.cert_path), key=str(own.key_path))
     world = World.build(config)
     log_error(f"loaded {world.site.file_count} entries from {config.site_path} "
               f"({world.site.total_bytes} bytes)")
-    reservation = _reserve(config.addr)
-    addr = config.addr
-    if addr.port == 0:
-        config = replace(config, addr=replace(addr, port=reservation.getsockname()[1]))
-    return _Supervisor(config, world, reservation).run()
+    if own is not None:
+        log_error(f"HTTPS certificate: self-signed for localhost and 127.0.0.1, "
+                  f"{'created' if own.created else 'kept'} in {own.cert_path.parent} (SHA-256 {own.fingerprint})")
+    reservations = [_reserve(config.addr, "--addr")]
+    config = replace(config, addr=_resolved(config.addr, reservations[0]))
+    if config.tls_addr is not None:
+        reservations.append(_reserve(config.tls_addr, "--tls-addr"))
+        config = replace(config, tls_addr=_resolved(config.tls_addr, reservations[1]))
+    return _Supervisor(config, world, reservations).run()
+
+
+def _resolved(addr, reservation):
+    """`addr` with port 0 replaced by the port the reservation got."""
+    return replace(addr, port=reservation.getsockname()[1]) if addr.port == 0 else addr
 
 
 def _raise_fd_limit():
@@ -52,7 +68,7 @@ def _raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _reserve(addr):
+def _reserve(addr, flag):
     """Bind (without listening) to learn the port and report a busy address before forking."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -65,16 +81,16 @@ def _reserve(addr):
         where = addr.url("http").removeprefix("http://")
         if error.errno == errno.EADDRINUSE:
             raise ConfigError(f"cannot listen on {where}: the port is already in use; stop the other "
-                              f"server or choose another --addr") from None
-        raise ConfigError(f"cannot listen on {where}: {error.strerror}; choose another --addr") from None
+                              f"server or choose another {flag}") from None
+        raise ConfigError(f"cannot listen on {where}: {error.strerror}; choose another {flag}") from None
     return sock
 
 
 class _Supervisor:
-    def __init__(self, config, world, reservation):
+    def __init__(self, config, world, reservations):
         self.config = config
         self.world = world
-        self.reservation = reservation
+        self.reservations = reservations
         self.workers = {}  # pid → (index, start time)
         self.stopping = False
         self.signal_file_content = self._read_signal_file()
@@ -90,6 +106,8 @@ class _Supervisor:
             os.close(ready_read)
         count = self.config.workers
         log_error(f"listening on {self.config.addr.url('http')} ({count} worker{'s' if count != 1 else ''})")
+        if self.config.tls_addr is not None:
+            log_error(f"listening on {self.config.tls_addr.url('https')}")
         return self._loop()
 
     def _fork(self, index, ready_write=None):
@@ -99,13 +117,15 @@ class _Supervisor:
             code = 1
             try:
                 _stop_with_parent(parent)
-                self.reservation.close()
+                for reservation in self.reservations:
+                    reservation.close()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGCHLD,))
-                sock = listen_socket(self.config.addr)
+                tls_addr = self.config.tls_addr
+                socks = (listen_socket(self.config.addr), listen_socket(tls_addr) if tls_addr else None)
                 if ready_write is not None:
                     os.write(ready_write, b".")
                     os.close(ready_write)
-                code = run_worker(self.config, self.world, sock, index)
+                code = run_worker(self.config, self.world, socks, index)
             except BaseException as error:  # a worker must never return into the parent's code
                 log_error(f"worker {index}: {error!r}")
             finally:
@@ -154,6 +174,7 @@ class _Supervisor:
                 self.stopping = True
                 log_error("shutting down: finishing requests in flight")
                 self._signal_workers(signal.SIGTERM)
+        self.world.plugins.hook.zeroserve_unconfigure(config=self.config)
         log_error("stopped")
         return 0
 
@@ -176,7 +197,7 @@ class _Supervisor:
     def _reload(self):
         log_error(f"reloading {self.config.site_path}")
         try:
-            world = World.build(self.config, self.world.generation + 1)
+            world = World.build(self.config, self.world.generation + 1, self.world)
         except ZeroserveError as error:
             log_error(f"reload failed, still serving the previous site: {error}")
             return

@@ -11,11 +11,14 @@ plugins see a world through `zeroserve_world_ready` / `zeroserve_world_retired`.
 
 from dataclasses import dataclass, field
 
+from zeroserve.core.accesslog import log_error
 from zeroserve.core.chain import ChainOptions, ScriptChain
 from zeroserve.core.config import ServerConfig
+from zeroserve.core.errors import ConfigError, TLSError
 from zeroserve.core.plugins import build_helper_table, build_plugin_manager, call_impl
 from zeroserve.core.site import Site
 from zeroserve.core.static import StaticOptions
+from zeroserve.core.tls import Identity, TicketKeys, TLSConfigBuilder
 
 
 class _Leases:
@@ -40,11 +43,15 @@ class World:
     chain: ScriptChain  # the site's scripts, loaded and verified against `helpers`
     plugin_state: dict  # plugin name -> what its zeroserve_world_state returned
     plugins: object  # the pluggy PluginManager of the enabled plugins
+    tls: object  # the tls.ServerContext of the HTTPS listener, or None without one
     leases: _Leases = field(default_factory=_Leases, repr=False)
 
     @classmethod
-    def build(cls, config, generation=0):
-        """Load everything `config` names; raises SiteError (or another ZeroserveError)."""
+    def build(cls, config, generation=0, previous=None):
+        """Load everything `config` names; raises SiteError (or another ZeroserveError).
+
+        `previous` is the World a reload replaces: its TLS is kept when the new TLS material is bad.
+        """
         site = Site.open(config.site_path)
         try:
             plugins = build_plugin_manager(config.plugins)
@@ -60,6 +67,7 @@ class World:
                 state = call_impl(impl, config=config, site=site)
                 if state is not None:
                     plugin_state[impl.plugin_name] = state
+            tls = _build_tls(config, plugins, previous.tls if previous is not None else None)
         except BaseException:
             site.close()
             raise
@@ -72,6 +80,7 @@ class World:
             chain=chain,
             plugin_state=plugin_state,
             plugins=plugins,
+            tls=tls,
         )
         plugins.hook.zeroserve_world_ready(world=world)
         return world
@@ -96,3 +105,23 @@ class World:
     def _close(self):
         self.plugins.hook.zeroserve_world_retired(world=self)
         self.site.close()
+
+
+def _build_tls(config, plugins, previous_tls):
+    """The ServerContext of the HTTPS listener (None without one); a reload with bad TLS keeps `previous_tls`.
+
+    The ticket keys pass from world to world, and the first ones are made in the parent before it forks,
+    so every worker derives the same keys and a ticket resumes on any worker.
+    """
+    if config.tls_addr is None:
+        return None
+    ticket_keys = previous_tls.ticket_keys if previous_tls is not None else TicketKeys()
+    try:
+        builder = TLSConfigBuilder(Identity.load(config.cert, config.key), ticket_keys)
+        plugins.hook.zeroserve_configure_tls(tls=builder, config=config)
+        return builder.build()
+    except (ConfigError, TLSError) as error:
+        if previous_tls is None:
+            raise
+        log_error(f"TLS reload failed (keeping previous TLS): {error}")
+        return previous_tls

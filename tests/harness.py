@@ -1,7 +1,8 @@
 """End-to-end test helpers: site tars built with the real packer, real `zeroserve run` processes, real clients.
 
 `build_site` packs a dict of files with `zeroserve.core.pack.build`. `ServerProcess` starts `zeroserve run` on 127.0.0.1 port 0, reads the port from
-its "listening on" line, keeps every stderr line for assertions, and stops it
+its "listening on" line (and the HTTPS port when the flags give --tls-addr; without it the server gets
+`--tls-addr off`), keeps every stderr line for assertions, and stops it
 with SIGTERM. `start_server` ties one to a pytest finalizer, so a module can
 share one server through a module-scoped fixture. The fixtures are in conftest.py.
 """
@@ -41,22 +42,29 @@ def build_site(directory, files, output):
 class ServerProcess:
     """A `zeroserve run` child process and everything it printed on stderr."""
 
-    def __init__(self, tar, *flags, workers=1):
+    def __init__(self, tar, *flags, workers=1, env=None):
         self.tar = Path(tar)
+        self.tls = "--tls-addr" in flags and flags[flags.index("--tls-addr") + 1] != "off"
+        if "--tls-addr" not in flags:
+            flags = ("--tls-addr", "off", *flags)
         self.args = [sys.executable, "-m", "zeroserve.core.cli", "run", "--addr", "127.0.0.1:0",
                      "--threads", str(workers), *flags, str(tar)]
+        self.env = env
         self.lines = []
         self._eof = False
         self._changed = threading.Condition()
         self.proc = None
         self.port = None
+        self.tls_port = None  # the HTTPS port when the server has an HTTPS listener
 
     def start(self, timeout=20):
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=_terminate_with_parent)
+                                     stderr=subprocess.PIPE, preexec_fn=_terminate_with_parent, env=self.env)
         threading.Thread(target=self._read_stderr, daemon=True).start()
         match = self.wait_for(r"listening on http://127\.0\.0\.1:(\d+)", timeout=timeout)
         self.port = int(match.group(1))
+        if self.tls:
+            self.tls_port = int(self.wait_for(r"listening on https://127\.0\.0\.1:(\d+)", timeout=timeout).group(1))
         return self
 
     def _read_stderr(self):
@@ -91,6 +99,14 @@ class ServerProcess:
     def url(self, path="/"):
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def https_url(self, path="/", host="localhost"):
+        """The HTTPS URL of path; give curl `--resolve` (resolve_args) for a name other than 127.0.0.1."""
+        return f"https://{host}:{self.tls_port}{path}"
+
+    def resolve_args(self, host="localhost"):
+        """curl flags that send `host` (as SNI and Host) to this server's HTTPS port on 127.0.0.1."""
+        return ("--resolve", f"{host}:{self.tls_port}:127.0.0.1")
+
     def signal(self, signum):
         self.proc.send_signal(signum)
 
@@ -116,9 +132,9 @@ def _terminate_with_parent():
     ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
-def start_server(request, tar, *flags, workers=1):
+def start_server(request, tar, *flags, workers=1, env=None):
     """Start a server for the requesting fixture's scope; it is stopped at teardown."""
-    server = ServerProcess(tar, *flags, workers=workers)
+    server = ServerProcess(tar, *flags, workers=workers, env=env)
     request.addfinalizer(lambda: server.proc is not None and server.stop())
     return server.start()
 

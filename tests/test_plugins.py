@@ -7,6 +7,7 @@ names, and its helper `zs_recorder_state` answers the per-world state. The
 geoip-like example plugin is pip-installed into the test environment.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -306,8 +307,11 @@ def geoip_installed(tmp_path_factory):
     """The examples/plugin-geoip-like package installed into this environment with pip (built in a copy)."""
     source = tmp_path_factory.mktemp("geoip") / "plugin-geoip-like"
     shutil.copytree(REPO / "examples" / "plugin-geoip-like", source)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
-                   check=True, capture_output=True, timeout=300)
+    # pytest-xdist workers may get here at once; one pip at a time in the shared environment.
+    with open(tmp_path_factory.getbasetemp().parent / "geoip-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        str(source)], check=True, capture_output=True, timeout=300)
     assert "geoip" in installed_plugins()
 
 

@@ -1,10 +1,11 @@
-"""Provider metadata and signing keys: fetched from the issuer, cached per process with a TTL, keys refreshed on an unknown kid.
+"""Provider metadata and signing keys: fetched from the issuer, cached per process, keys refetched on an unknown kid.
 
 Metadata comes from `{issuer}/.well-known/openid-configuration` and must name
 the same issuer, an authorization, a token and a JWKS endpoint. The JWKS is
 fetched again before its TTL ends when an id_token names a key it lacks (the
-provider rotated its keys), at most once per `min_refresh_seconds`, so forged
-kids cannot make every callback hit the provider.
+provider rotated its keys), at most once per `min_refresh_seconds`: id_tokens
+come from the provider itself, so this only stops a burst of callbacks from
+fetching the same JWKS again and again.
 """
 
 import asyncio
@@ -15,7 +16,7 @@ from zeroserve.plugins.oidc.http import ProviderError
 from zeroserve.plugins.oidc.tokens import parse_jwks
 
 TTL_SECONDS = 3600.0
-MIN_REFRESH_SECONDS = 10.0
+MIN_REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)

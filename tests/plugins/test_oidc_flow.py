@@ -1,12 +1,16 @@
-"""The oidc flow from Python against a real npm oidc-provider on loopback: login, callback, session, logout, failures."""
+"""The oidc flow from Python against a real npm oidc-provider on loopback: login, callback, logout, failures."""
 
 import asyncio
+import http.server
 import json
+import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, free_port, sign_in
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, free_port, private_jwk, sign_in
 from zeroserve.core.upstream import UpstreamOptions, Upstreams
 from zeroserve.plugins.oidc import flow
 from zeroserve.plugins.oidc.discovery import Discovery
@@ -175,3 +179,115 @@ def test_flow_provider_down_answers_502():
         return await flow.begin_login(config, Relying().discovery, "/", secure=True)
     reply = asyncio.run(scenario())
     assert (reply.status, reply.body) == (502, b"authentication failed")
+
+
+# -- a provider that answers with chosen id_tokens ---------------------------------------------
+
+
+class ChosenTokenProvider:
+    """A loopback HTTP provider whose token endpoint answers `self.id_token` (set by each test), with an RS256 JWKS."""
+
+    def __init__(self):
+        self.jwk, self.key = private_jwk("RS256", "good-key")
+        self.id_token = ""
+        self.fetches = []  # the paths GET asked for, in order
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                provider.fetches.append(self.path)
+                documents = {"/.well-known/openid-configuration": {
+                    "issuer": provider.issuer, "authorization_endpoint": provider.issuer + "/auth",
+                    "token_endpoint": provider.issuer + "/token", "jwks_uri": provider.issuer + "/jwks"},
+                    "/jwks": {"keys": [{k: v for k, v in provider.jwk.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}]}}
+                self._answer(documents.get(self.path, {}))
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["content-length"]))
+                self._answer({"id_token": provider.id_token, "token_type": "Bearer", "access_token": "a"})
+
+            def _answer(self, document):
+                body = json.dumps(document).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, nonce, key=None, kid="good-key", **overrides):
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": CLIENT_ID, "sub": "mallory", "nonce": nonce, "iat": now,
+                  "exp": now + 300, **overrides}
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture(scope="module")
+def chosen():
+    provider = ChosenTokenProvider()
+    yield provider
+    provider.server.shutdown()
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("wrong nonce", "nonce does not match"),
+    ("wrong audience", "Audience"),
+    ("expired", "Signature has expired"),
+    ("unknown key", "key 'rogue-key'"),
+    ("good", None),
+])
+def test_flow_callback_refuses_bad_id_tokens(chosen, case, reason, caplog):
+    """Wrong nonce, wrong audience, an expired token or a key not in the JWKS answer 502 with the reason logged."""
+    async def scenario():
+        rp = Relying()
+        config = _config(chosen)
+        begin = await flow.begin_login(config, rp.discovery, "/", secure=True)
+        params = parse_qs(urlsplit(_header(begin, "location")[0]).query)
+        nonce = params["nonce"][0]
+        chosen.id_token = {
+            "wrong nonce": lambda: chosen.token("another-nonce"),
+            "wrong audience": lambda: chosen.token(nonce, aud="someone-else"),
+            "expired": lambda: chosen.token(nonce, exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
+            "unknown key": lambda: chosen.token(nonce, key=private_jwk("RS256", "rogue-key")[1], kid="rogue-key"),
+            "good": lambda: chosen.token(nonce),
+        }[case]()
+        return await flow.handle_callback(config, rp.discovery, rp.client, f"code=c&state={params['state'][0]}",
+                                          _cookie_pair(_header(begin, "set-cookie")[0]), secure=True)
+    with caplog.at_level("WARNING", logger="zeroserve.oidc"):
+        reply = asyncio.run(scenario())
+    if reason is None:
+        assert reply.status == 302
+    else:
+        assert (reply.status, reply.body) == (502, b"authentication failed")
+        assert reason in caplog.text and "[oidc] authentication failed" in caplog.text
+
+
+def test_discovery_caches_and_refreshes_on_unknown_kid(chosen):
+    """Metadata and keys are fetched once per TTL; an unknown kid refetches the keys, at most once per interval."""
+    now = [1000.0]
+
+    async def scenario():
+        discovery = Discovery(Relying().client, ttl=3600, min_refresh_seconds=5, clock=lambda: now[0])
+        chosen.fetches.clear()
+        meta = await discovery.metadata(chosen.issuer)
+        await discovery.metadata(chosen.issuer)
+        assert set(await discovery.keys(meta.jwks_uri)) == {"good-key"}
+        await discovery.keys(meta.jwks_uri, kid="good-key")
+        await discovery.keys(meta.jwks_uri, kid="new-key")  # within the interval: no fetch
+        counts = [len(chosen.fetches)]
+        now[0] += 6
+        await discovery.keys(meta.jwks_uri, kid="new-key")
+        counts.append(len(chosen.fetches))
+        now[0] += 3600
+        await discovery.metadata(chosen.issuer)
+        counts.append(len(chosen.fetches))
+        return counts
+    assert asyncio.run(scenario()) == [2, 3, 4]
+    assert chosen.fetches == ["/.well-known/openid-configuration", "/jwks", "/jwks",
+                              "/.well-known/openid-configuration"]

@@ -54,6 +54,7 @@ def private_jwk(kind, kid):
     else:
         key = ed25519.Ed25519PrivateKey.generate()
         jwk = jwt.algorithms.OKPAlgorithm.to_jwk(key, as_dict=True)
+    jwk.pop("key_ops", None)  # PyJWT marks a private JWK "sign" only; the provider also verifies with it
     return {**jwk, "kid": kid, "use": "sig", "alg": kind}, key
 
 
