@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from measure import ClientResult, MeasureError, parse_h2load, parse_wrk
 from workloads import Transport, Workload
+
+# How long past its duration a client may take to finish before it is killed: h2load waits for every
+# stream in flight, so a server that stops answering would otherwise hang the benchmark.
+CLIENT_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,19 @@ def run(
     started = time.monotonic()
     with open(output_file, "wb") as output:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    deadline = threading.Timer(seconds + CLIENT_GRACE_S, child.kill)
+    deadline.start()
     # wait4 rather than Popen.wait: it also returns the CPU time the client used.
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
+    deadline.cancel()
     text = output_file.read_text(errors="replace")
+    if wall >= seconds + CLIENT_GRACE_S:
+        raise MeasureError(
+            f"`{' '.join(argv)}` was still running {CLIENT_GRACE_S:.0f} s after its {seconds} s run and was killed: "
+            f"the server left requests unanswered. Its last output:\n{text[-2000:]}"
+        )
     if child.returncode != 0:
         raise MeasureError(f"`{' '.join(argv)}` exited with code {child.returncode}:\n{text}")
     result = parse_h2load(text, log_file) if transport.h2 else parse_wrk(text)

@@ -37,13 +37,16 @@ def parse_jwks(document):
     return keys
 
 
-def key_id(id_token):
-    """The `kid` of an id_token's header ("" when absent); TokenError when the header is unreadable."""
+def _header(id_token):
     try:
-        header = jwt.get_unverified_header(id_token)
+        return jwt.get_unverified_header(id_token)
     except jwt.DecodeError as error:
         raise TokenError(f"id_token is not a JWS: {error}") from None
-    kid = header.get("kid", "")
+
+
+def key_id(id_token):
+    """The `kid` of an id_token's header ("" when absent); TokenError when the header is unreadable."""
+    kid = _header(id_token).get("kid", "")
     return kid if isinstance(kid, str) else ""
 
 
@@ -52,11 +55,12 @@ def verify_id_token(id_token, keys, *, issuer, client_id, nonce):
 
     `keys` is what parse_jwks gave for the provider's JWKS.
     """
-    kid = key_id(id_token)
-    key = keys.get(kid)
+    header = _header(id_token)
+    kid = header.get("kid", "")
+    key = keys.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise UnknownKey(f"id_token is signed with key {kid!r}, which the provider's JWKS does not hold")
-    algorithm = jwt.get_unverified_header(id_token).get("alg")
+    algorithm = header.get("alg")
     if algorithm not in ALGORITHMS:
         raise TokenError(f"id_token algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     if algorithm != key.algorithm_name:

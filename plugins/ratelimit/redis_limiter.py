@@ -125,10 +125,3 @@ class RedisLimiter:
                 return 0, 0
             return limits[0], UNREACHABLE_RETRY_AFTER_MS
         return int(code), -(-int(wait_us) // 1000)
-
-    async def close(self):
-        """Closes this process's connections, if it made any."""
-        if self._client is not None and self._pid == os.getpid():
-            await self._client.aclose()
-            self._client = None
-            self._pid = None

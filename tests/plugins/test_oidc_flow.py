@@ -3,6 +3,7 @@
 import asyncio
 import http.server
 import json
+import ssl
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -10,11 +11,12 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, free_port, private_jwk, sign_in
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, free_port, http_request, private_jwk, sign_in
+from tls_pki import make_test_pki
 from zeroserve.core.upstream import UpstreamOptions, Upstreams
 from zeroserve.plugins.oidc import flow
 from zeroserve.plugins.oidc.discovery import Discovery
-from zeroserve.plugins.oidc.http import ProviderClient
+from zeroserve.plugins.oidc.http import ProviderClient, ProviderError
 
 REDIRECT_URI = "https://127.0.0.1:9/callback"
 SECRET = "flow-test-cookie-secret-0123456789"
@@ -169,6 +171,8 @@ def test_flow_logout_goes_through_the_end_session_endpoint(provider):
     params = parse_qs(location.query)
     assert params["post_logout_redirect_uri"] == ["https://127.0.0.1:9/bye"] and params["id_token_hint"][0].count(".") == 2
     assert _header(reply, "set-cookie")[0].startswith("__zs_oidc_session=;")
+    status, _, page = http_request("GET", _header(reply, "location")[0])  # the provider accepts the hint
+    assert status == 200 and b"logout" in page
 
 
 def test_flow_provider_down_answers_502():
@@ -187,7 +191,7 @@ def test_flow_provider_down_answers_502():
 class ChosenTokenProvider:
     """A loopback HTTP provider whose token endpoint answers `self.id_token` (set by each test), with an RS256 JWKS."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.jwk, self.key = private_jwk("RS256", "good-key")
         self.id_token = ""
         self.fetches = []  # the paths GET asked for, in order
@@ -218,7 +222,10 @@ class ChosenTokenProvider:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        port = self.server.server_address[1]
+        self.issuer = f"https://localhost:{port}" if tls is not None else f"http://127.0.0.1:{port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def token(self, nonce, key=None, kid="good-key", **overrides):
@@ -291,3 +298,49 @@ def test_discovery_caches_and_refreshes_on_unknown_kid(chosen):
     assert asyncio.run(scenario()) == [2, 3, 4]
     assert chosen.fetches == ["/.well-known/openid-configuration", "/jwks", "/jwks",
                               "/.well-known/openid-configuration"]
+
+
+def test_provider_client_refuses_plain_http_without_the_test_flag(chosen):
+    """Without --oidc-allow-insecure-issuer an http:// issuer is refused before any connection."""
+    async def scenario():
+        client = ProviderClient(Upstreams(asyncio.get_running_loop(), UpstreamOptions()), allow_insecure=False)
+        with pytest.raises(ProviderError, match="not https"):
+            await client.request("GET", chosen.issuer + "/jwks")
+    chosen.fetches.clear()
+    asyncio.run(scenario())
+    assert chosen.fetches == []
+
+
+def test_provider_client_uses_tls_checked_against_the_ca(tmp_path):
+    """Discovery over https:// works with the provider's CA and fails with the system CAs (unknown issuer)."""
+    pki = make_test_pki(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pki.leaf_cert, pki.leaf_key)
+    provider = ChosenTokenProvider(tls)
+
+    async def scenario(ca_file):
+        client = ProviderClient(Upstreams(asyncio.get_running_loop(), UpstreamOptions(ca_file=ca_file)))
+        return await Discovery(client).metadata(provider.issuer)
+    try:
+        assert asyncio.run(scenario(str(pki.ca_cert))).token_endpoint == provider.issuer + "/token"
+        with pytest.raises(ProviderError):
+            asyncio.run(scenario(None))
+    finally:
+        provider.server.shutdown()
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_flow_verifies_ec_and_edwards_signed_id_tokens(alg, tmp_path):
+    """A provider signing id_tokens with ES256 or EdDSA: the login completes with the user's claims."""
+    op = Provider(tmp_path, [REDIRECT_URI], alg=alg).start()
+
+    async def scenario():
+        rp = Relying()
+        config = _config(op)
+        query, state_cookie, _ = await _login(rp, config)
+        reply = await flow.handle_callback(config, rp.discovery, rp.client, query, state_cookie, secure=True)
+        return flow.session_claims(config.sealer, _cookie_pair(_header(reply, "set-cookie")[0]))
+    try:
+        assert asyncio.run(scenario())["email"] == "alice@example.test"
+    finally:
+        op.stop()

@@ -151,6 +151,21 @@ def test_ratelimit_server_needs_the_plugin(limited_tar):
     assert any("--plugins ratelimit" in line for line in server.lines)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--max-rate-limit-buckets", "0"), "--max-rate-limit-buckets must be between 1 and"),
+    (("--ratelimit-redis", "http://127.0.0.1:1/"), "--ratelimit-redis http://127.0.0.1:1/: .*redis://host:port/db"),
+    (("--ratelimit-redis", "redis://127.0.0.1:1/0", "--ratelimit-state", "x"), "drop one of the two flags"),
+    (("--ratelimit-redis-timeout-ms", "0"), "--ratelimit-redis-timeout-ms must be positive"),
+], ids=["no-buckets", "not-redis-url", "state-with-redis", "zero-timeout"])
+def test_ratelimit_server_refuses_bad_flags(limited_tar, flags, message):
+    """A bad ratelimit flag stops the server at start with a message naming the flag."""
+    server = ServerProcess(limited_tar, "--plugins", "ratelimit", *flags)
+    with pytest.raises(AssertionError):
+        server.start(timeout=10)
+    assert server.stop() != 0
+    assert any(re.search(message, line) for line in server.lines), server.lines
+
+
 # -- the 429 example ---------------------------------------------------------------
 
 

@@ -31,7 +31,6 @@ from zeroserve.plugins.tls_ech.handshake import connection_facts
 
 TIMEOUT = 20
 JA4_PATTERN = re.compile(r"^t13[di][0-9]{4}[A-Za-z0-9]{2}_[0-9a-f]{12}_[0-9a-f]{12}$")
-REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
@@ -175,7 +174,8 @@ def bssl_client(port, server_name=None, ech_list=None, ca=None):
         args += ["-ech-config-list", str(ech_list)]
     if ca:
         args += ["-root-certs", str(ca)]
-    result = subprocess.run(args, input=REQUEST, capture_output=True, timeout=TIMEOUT)
+    request = b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (server_name or "x").encode()
+    result = subprocess.run(args, input=request, capture_output=True, timeout=TIMEOUT)
     return result, result.stdout.decode("utf-8", "replace") + result.stderr.decode("utf-8", "replace")
 
 

@@ -6,8 +6,10 @@ The npm packages (oidc-provider@9, playwright-core@1) live in
 ES module's imports next to the module, so provider.mjs is copied beside them.
 """
 
+import fcntl
 import http.client
 import json
+import os
 import pathlib
 import shutil
 import socket
@@ -26,14 +28,26 @@ CLIENT_SECRET = "zeroserve-test-client-secret"
 
 
 def node_modules():
-    """The directory holding the npm packages (installed on first use)."""
-    if not (CACHE / "node_modules" / "oidc-provider").is_dir() or not (CACHE / "node_modules" / "playwright-core").is_dir():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        shutil.copy(HERE / "package.json", CACHE / "package.json")
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=CACHE, check=True,
-                       timeout=300)
-    for script in HERE.glob("*.mjs"):
-        shutil.copy(script, CACHE / script.name)
+    """The directory holding the npm packages and the .mjs scripts (installed on first use).
+
+    Test processes running in parallel take a lock, and the scripts are replaced
+    atomically, so a provider starting in another process never reads half a file.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        installed = CACHE / "node_modules"
+        if not (installed / "oidc-provider").is_dir() or not (installed / "playwright-core").is_dir():
+            shutil.copy(HERE / "package.json", CACHE / "package.json")
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=CACHE, check=True,
+                           timeout=300)
+        for script in HERE.glob("*.mjs"):
+            target = CACHE / script.name
+            text = script.read_bytes()
+            if not target.exists() or target.read_bytes() != text:
+                staged = target.with_suffix(".tmp")
+                staged.write_bytes(text)
+                os.replace(staged, target)
     return CACHE
 
 

@@ -1,0 +1,115 @@
+"""The tls_ech plugin in a real `zeroserve run`: --cert-dir and --ech-key on the HTTPS listener, reload by SIGHUP."""
+
+import base64
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import ServerProcess, build_site
+from test_tls_ech import PKI, bssl_client, keygen, served_subject
+
+TIMEOUT = 20
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory):
+    """A site, a CA with certificates for site-a.test and *.wild.test in a --cert-dir, and one ECH key."""
+    base = tmp_path_factory.mktemp("material")
+    pki = PKI(base)
+    pki.write_pair(base / "certs", "10-site-a", "site-a", ["site-a.test", "secret.example"])
+    pki.write_pair(base / "certs", "20-wild", "wild", ["*.wild.test"])
+    (base / "keys").mkdir()
+    first_list, _ = keygen(base / "keys" / "1-first.pem")
+    tar = build_site(base / "src", {"index.html": "hidden site\n"}, base / "site.tar")
+    return base, pki, tar, first_list
+
+
+@pytest.fixture(scope="module")
+def server(material):
+    base, _, tar, _ = material
+    process = ServerProcess(tar, "--tls-addr", "127.0.0.1:0", "--plugins", "tls_ech",
+                            "--cert-dir", str(base / "certs"), "--ech-key", str(base / "keys")).start()
+    yield process
+    process.stop()
+
+
+def curl_https(server, pki, host):
+    return subprocess.run(["curl", "-sS", "--cacert", str(pki.ca_path), *server.resolve_args(host),
+                           server.https_url("/", host)], capture_output=True, timeout=TIMEOUT)
+
+
+def eventually(check, timeout=10):
+    """Poll `check` until it returns a true value (a reload finishes in the worker at its own pace)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def test_tls_ech_server_logs_ech_config_list_at_start(server, material):
+    """At start the server logs the ECHConfigList for the DNS record and the public names."""
+    _, _, _, first_list = material
+    match = server.wait_for(r'ECH keys loaded: 1 .*public names public\.example; DNS HTTPS record: ech="([^"]+)"')
+    assert base64.b64decode(match.group(1)) == first_list.read_bytes()
+
+
+def test_tls_ech_server_cert_dir_serves_each_name(server, material):
+    """curl gets the page for site-a.test and a wildcard name, each with its own certificate verified."""
+    _, pki, _, _ = material
+    for host in ("site-a.test", "x.wild.test"):
+        result = curl_https(server, pki, host)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"hidden site\n"
+    _, out = bssl_client(server.tls_port, "x.wild.test", ca=pki.ca_path)
+    assert served_subject(out) == "wild"
+
+
+def test_tls_ech_server_refuses_uncovered_name(server, material):
+    """A name no --cert-dir certificate covers fails the handshake (curl exit 35)."""
+    _, pki, _, _ = material
+    assert curl_https(server, pki, "nobody.test").returncode == 35
+
+
+def test_tls_ech_server_bssl_tool_ech_accepted(server, material):
+    """bssl-tool with the ech-keygen list gets ECH accepted and the inner name's certificate and page."""
+    _, pki, _, first_list = material
+    result, out = bssl_client(server.tls_port, "secret.example", first_list, pki.ca_path)
+    assert "Encrypted ClientHello: yes" in out
+    assert served_subject(out) == "site-a"
+    assert "hidden site" in out
+
+
+def test_tls_ech_server_sighup_rotates_keys_and_certificates(server, material):
+    """After a key and a certificate are added and SIGHUP sent, both ECH configs work and the new name is served."""
+    base, pki, _, first_list = material
+    second_list, _ = keygen(base / "keys" / "2-second.pem")
+    pki.write_pair(base / "certs", "30-new", "new", ["new.test"])
+    start = len(server.lines)
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"ECH keys loaded: 2 ", start=start)
+
+    def second_accepted():
+        return "Encrypted ClientHello: yes" in bssl_client(server.tls_port, "secret.example", second_list,
+                                                           pki.ca_path)[1]
+
+    assert eventually(second_accepted)
+    assert "Encrypted ClientHello: yes" in bssl_client(server.tls_port, "secret.example", first_list, pki.ca_path)[1]
+    result = curl_https(server, pki, "new.test")
+    assert result.returncode == 0, result.stderr
+
+
+def test_tls_ech_server_bad_cert_dir_stops_startup(material, tmp_path):
+    """An empty --cert-dir stops `zeroserve run` with one error line naming the directory."""
+    _, _, tar, _ = material
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-m", "zeroserve.core.cli", "run", "--addr", "127.0.0.1:0",
+                             "--tls-addr", "127.0.0.1:0", "--plugins", "tls_ech", "--cert-dir",
+                             str(tmp_path / "empty"), str(tar)], capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    assert re.search(rb"zeroserve: error: --cert-dir \S*empty holds no PEM certificate", result.stderr)
