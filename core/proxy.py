@@ -10,6 +10,8 @@ connection the upstream had closed is sent once more when it had no body.
 """
 
 import asyncio
+import base64
+import os
 
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.request import Response
@@ -20,6 +22,7 @@ from zeroserve.core.upstream import CHUNKED, FIXED, NO_BODY, UpstreamError, Upst
 __all__ = ["HOP_BY_HOP", "Exchange", "forward", "respond", "upstream_request_head", "client_headers", "UpstreamError"]
 
 _SERVER_HEADER = ("server", "zeroserve")
+_H1_UPGRADE_HEADERS = frozenset(("connection", "upgrade", "sec-websocket-accept"))
 _upstreams = None  # this worker's Upstreams: pools outlive reloads, so they belong to the process, not the World
 
 # Headers that describe one connection, not the message: never forwarded in either direction.
@@ -237,14 +240,22 @@ async def respond(request, url, overrides=(), options=None):
     """
     upstreams = worker_upstreams(options)
     websocket = is_websocket(request)
-    method = "GET" if websocket else request.method  # an HTTP/2 extended CONNECT becomes an HTTP/1.1 upgrade
+    extended_connect = websocket and request.method == "CONNECT"
+    method, headers = request.method, request.headers
+    if extended_connect:
+        # RFC 8441 → RFC 6455: the HTTP/1.1 upstream needs a GET with a key; the HTTP/2 client gets a 200.
+        method = "GET"
+        headers = [*headers, ("sec-websocket-key", base64.b64encode(os.urandom(16)).decode("ascii"))]
     try:
-        exchange = await forward(upstreams, url, method, request.path, request.query, request.headers,
+        exchange = await forward(upstreams, url, method, request.path, request.query, headers,
                                  authority=request.authority, peer_ip=request.peer[0], scheme=request.scheme,
-                                 body=request.body_stream or request.body, overrides=overrides, websocket=websocket)
+                                 body=request.body, overrides=overrides, websocket=websocket)
     except UpstreamError as error:
         log_error(f"[proxy] {request.request_id}: {error}")
         return Response(error.status, [("content-length", "0"), _SERVER_HEADER])
+    if extended_connect and exchange.upgraded:
+        exchange.status = 200
+        exchange.headers = [(name, value) for name, value in exchange.headers if name not in _H1_UPGRADE_HEADERS]
     return Response(exchange.status, exchange.headers, (), exchange.length, stream=exchange)
 
 

@@ -107,9 +107,9 @@ static int is_path_char(unsigned char c)
     return is_unreserved(c) || (c && strchr("!$&'()*+,;=:@/%", c));
 }
 
-/* S3: the wire path as it is (botocore does not touch it); bytes that cannot
- * be on the wire (spaces, non-ASCII) encoded, as a script may pass them raw. */
-static void put_s3_path(struct out *o, const char *p, size_t n)
+/* The path as it goes on the wire: bytes that cannot be there (spaces,
+ * non-ASCII) encoded, as a script may pass them raw; the rest as it is. */
+static void put_wire_path(struct out *o, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
@@ -475,12 +475,17 @@ static void put_canonical(struct out *o, const struct zs_sigv4_request *req, con
         putc_(o, c >= 'a' && c <= 'z' ? (char)(c - 32) : c);
     }
     putc_(o, '\n');
-    if (req->path_len == 0)
+    if (req->path_len == 0) {
         putc_(o, '/');
-    else if (is_s3(req))
-        put_s3_path(o, req->path, req->path_len);
-    else
-        put_normalized_path(o, req->path, req->path_len);
+    } else if (is_s3(req)) {
+        put_wire_path(o, req->path, req->path_len); /* S3 signs it as it is, as botocore does */
+    } else {
+        struct out wire = {0};
+        put_wire_path(&wire, req->path, req->path_len);
+        put_normalized_path(o, wire.b.p, wire.b.len);
+        o->failed |= wire.failed;
+        zs_buf_free(&wire.b);
+    }
     putc_(o, '\n');
     put(o, query->b.p, query->b.len);
     putc_(o, '\n');
@@ -629,7 +634,7 @@ int zs_sigv4_presign(const struct zs_sigv4_request *req, const struct zs_sigv4_c
                  : sign(req, creds, amz_date, &canonical, signature);
     if (rc == 0) {
         /* botocore's order: the operation's parameters, then ours, then the signature. */
-        put(&result, req->path, req->path_len);
+        put_wire_path(&result, req->path, req->path_len);
         putc_(&result, '?');
         put_query(&result, &q, 0);
         puts_(&result, "&X-Amz-Signature=");

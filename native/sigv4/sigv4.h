@@ -7,10 +7,11 @@
  * helpers scripts call (helpers_sigv4.c) read guest memory and the request
  * and then call these. The rules follow the AWS SigV4 specification as
  * botocore implements it:
- *   - path: services other than S3 sign the wire path with its dot segments
- *     and repeated slashes removed and then percent-encoded again ('%' too);
- *     S3 signs the wire path as it is, with bytes that cannot be on the
- *     wire (spaces, non-ASCII) encoded;
+ *   - path: bytes that cannot be on the wire (spaces, non-ASCII) are first
+ *     percent-encoded (a script may pass them raw), the rest kept; then S3
+ *     signs that wire path as it is, and other services sign it with dot
+ *     segments and repeated slashes removed and percent-encoded again ('%'
+ *     too);
  *   - query: each key and value decoded and re-encoded (unreserved bytes
  *     kept), "k" signed as "k=", empty pieces ("a&&b") skipped, sorted by key
  *     then value;
@@ -73,8 +74,8 @@ struct zs_sigv4_request {
 /* The Authorization header value; *out is malloc'ed (free with zs_sigv4_free). */
 int zs_sigv4_authorization(const struct zs_sigv4_request *req, const struct zs_sigv4_creds *creds,
                            char **out, size_t *out_len);
-/* "path?query" with the X-Amz-* parameters and the signature appended in
- * botocore's order; expires in 1..ZS_SIGV4_MAX_EXPIRES, else -2. */
+/* "path?query" (the wire path) with the X-Amz-* parameters and the signature
+ * appended in botocore's order; expires in 1..ZS_SIGV4_MAX_EXPIRES, else -2. */
 int zs_sigv4_presign(const struct zs_sigv4_request *req, const struct zs_sigv4_creds *creds,
                      uint64_t expires, char **out, size_t *out_len);
 /* The canonical request header mode signs (for diagnosing a mismatch). */

@@ -29,6 +29,15 @@ def _spki(public_key):
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def dns_names(certificate):
+    """The lowercase DNS SANs of a cryptography certificate (the CN and IP SANs do not count)."""
+    try:
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(name.lower().rstrip(".") for name in sans.get_values_for_type(x509.DNSName))
+
+
 def name_matches(pattern, name):
     """True when a DNS SAN (exact or one-label `*.` wildcard, lowercase) covers the lowercase host name."""
     if pattern.startswith("*."):
@@ -103,12 +112,7 @@ class CertDirectory:
                 log.warning("--cert-dir: certificate %s has no matching private key in %s; skipped", path, directory)
                 continue
             used_keys.add(spki)
-            try:
-                sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                dns_names = tuple(name.lower().rstrip(".") for name in sans.get_values_for_type(x509.DNSName))
-            except x509.ExtensionNotFound:
-                dns_names = ()
-            entries.append(CertEntry(str(path), str(key_path), dns_names, leaf.not_valid_after_utc,
+            entries.append(CertEntry(str(path), str(key_path), dns_names(leaf), leaf.not_valid_after_utc,
                                      Identity.load(path, key_path), None))
         for spki, key_path in keys.items():
             if spki not in used_keys:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from zeroserve.core.errors import TLSError
-from zeroserve.plugins.tls_ech.certdir import name_matches
+from zeroserve.plugins.tls_ech.certdir import dns_names, name_matches
 from zeroserve.plugins.tls_ech.clienthello import ClientHelloReader, MalformedClientHello, parse_client_hello
 from zeroserve.plugins.tls_ech.ja4 import fingerprint
 from zeroserve.plugins.tls_ech.relay import RelayHandoff
@@ -23,12 +23,7 @@ from zeroserve.plugins.tls_ech.relay import RelayHandoff
 def identity_dns_names(identity):
     """The lowercase DNS SANs of an Identity's leaf (what --cert covers)."""
     with open(identity.cert_path, "rb") as file:
-        leaf = x509.load_pem_x509_certificate(file.read())
-    try:
-        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(name.lower().rstrip(".") for name in sans.get_values_for_type(x509.DNSName))
+        return dns_names(x509.load_pem_x509_certificate(file.read()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +104,7 @@ def _outer_name(wire):
     return hello.server_name if hello is not None else None
 
 
-def connection_facts(session, public_names=(), wire=b""):
+def connection_facts(session, wire=b"", public_names=()):
     """ConnectionFacts of a TLS session after its handshake.
 
     `wire` is what the client sent first (its ClientHello records), for the outer SNI when ECH was

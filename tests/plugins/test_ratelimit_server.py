@@ -169,11 +169,14 @@ def test_ratelimit_server_refuses_bad_flags(limited_tar, flags, message):
 # -- the 429 example ---------------------------------------------------------------
 
 
-def test_ratelimit_example_429_with_curl(request, compiler, tmp_path):
-    """examples/scripts/ratelimit_429.c: a burst of 10 requests passes, the next gets 429 with Retry-After: 1."""
+@pytest.fixture(scope="module")
+def example_tar(compiler, tmp_path_factory):
     source = (REPO / "examples" / "scripts" / "ratelimit_429.c").read_text()
-    tar = site_with(tmp_path / "site", compiler, {"10-ratelimit_429.c": source})
-    server = start_server(request, tar, "--plugins", "ratelimit")
+    return site_with(tmp_path_factory.mktemp("example") / "site", compiler, {"10-ratelimit_429.c": source})
+
+
+def assert_burst_then_429(server):
+    """A burst of 10 requests passes and the next gets 429 with Retry-After: 1 (ratelimit_429.c)."""
     # One curl, one kept-alive connection: the 15 requests take milliseconds,
     # far less than the 200 ms in which a token comes back.
     result = curl("-i", *[server.url("/")] * 15)
@@ -184,6 +187,11 @@ def test_ratelimit_example_429_with_curl(request, compiler, tmp_path):
     limited = responses[statuses.index(429)]
     assert limited.headers["retry-after"] == "1"
     assert limited.body == b"Too Many Requests\n"
+
+
+def test_ratelimit_example_429_with_curl(request, example_tar):
+    """examples/scripts/ratelimit_429.c: a burst of 10 requests passes, the next gets 429 with Retry-After: 1."""
+    assert_burst_then_429(start_server(request, example_tar, "--plugins", "ratelimit"))
 
 
 # -- Redis -----------------------------------------------------------------------
@@ -213,3 +221,9 @@ def test_ratelimit_redis_two_servers_share_and_survive_outage(request, limited_t
 
     redis_server.start(redis_server.port)
     assert [limited(server, "back") for server in (deny, allow, deny, allow)] == [ALLOWED] * 3 + [LIMITED]
+
+
+def test_ratelimit_redis_example_429_with_curl(request, example_tar, redis_server):
+    """The 429 example on the Redis backend: the async zs_rate_limit_ex gives the same burst, 429 and Retry-After."""
+    assert_burst_then_429(start_server(request, example_tar, "--plugins", "ratelimit",
+                                       "--ratelimit-redis", redis_server.url))

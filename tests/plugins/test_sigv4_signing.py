@@ -197,3 +197,16 @@ def test_sigv4_presign_rejects_expiry_out_of_range():
     for expires in (0, signing.MAX_EXPIRES + 1):
         with pytest.raises(signing.SigningError, match="cannot be signed"):
             signing.presign(EXAMPLE, "GET", "/", "", [("host", HOST)], "us-east-1", "s3", 0, expires)
+
+
+@pytest.mark.parametrize("service", ["s3", "execute-api"])
+def test_sigv4_raw_path_signs_and_presigns_as_its_encoded_form(service):
+    """A path passed raw (space, non-ASCII) is signed and returned exactly as its percent-encoded form is."""
+    when = timestamp(datetime.datetime(2024, 5, 1, 8, 30))
+    headers = [("host", HOST)]
+    raw = signing.presign(EXAMPLE, "GET", "/dir/a b/é.txt", "", headers, "us-east-1", service, when, 60)
+    encoded = signing.presign(EXAMPLE, "GET", "/dir/a%20b/%C3%A9.txt", "", headers, "us-east-1", service, when, 60)
+    assert raw == encoded and raw.startswith("/dir/a%20b/%C3%A9.txt?")
+    assert signing.authorization(EXAMPLE, "GET", "/dir/a b/é.txt", "", headers, EMPTY_SHA256, "us-east-1", service,
+                                 when) == signing.authorization(EXAMPLE, "GET", "/dir/a%20b/%C3%A9.txt", "", headers,
+                                                                EMPTY_SHA256, "us-east-1", service, when)

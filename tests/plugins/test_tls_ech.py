@@ -137,7 +137,7 @@ class FactsServer:
                     await handoff.take_over(transport, received, transport.get_extra_info("peername"))
                     return
                 if session.handshake_complete and facts is None:
-                    facts = connection_facts(session, self.public_names, bytes(received))  # once per connection
+                    facts = connection_facts(session, bytes(received), self.public_names)  # once per connection
                     self.handshakes.append(facts)
                 pending += plaintext
                 if b"\r\n\r\n" in pending:

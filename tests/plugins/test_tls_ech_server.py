@@ -3,6 +3,7 @@
 import base64
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,3 +114,69 @@ def test_tls_ech_server_bad_cert_dir_stops_startup(material, tmp_path):
                              str(tmp_path / "empty"), str(tar)], capture_output=True, timeout=TIMEOUT)
     assert result.returncode == 1
     assert re.search(rb"zeroserve: error: --cert-dir \S*empty holds no PEM certificate", result.stderr)
+
+
+@pytest.fixture(scope="module")
+def relay_servers(material):
+    """A cover zeroserve for public.example, and a hidden origin (secret.example + ECH) relaying to it."""
+    base, pki, tar, first_list = material
+    cover_cert, cover_key = pki.write_pair(base / "cover", "cover", "cover", ["public.example"])
+    cover_tar = build_site(base / "cover-src", {"index.html": "cover site\n"}, base / "cover.tar")
+    cover = ServerProcess(cover_tar, "--tls-addr", "127.0.0.1:0", "--cert", str(cover_cert),
+                          "--key", str(cover_key)).start()
+    hidden_cert, hidden_key = pki.write_pair(base / "hidden", "hidden", "hidden", ["secret.example"])
+    hidden = ServerProcess(tar, "--tls-addr", "127.0.0.1:0", "--cert", str(hidden_cert), "--key", str(hidden_key),
+                           "--plugins", "tls_ech", "--ech-key", str(base / "keys" / "1-first.pem"),
+                           "--ech-relay-target", f"public.example=127.0.0.1:{cover.tls_port}").start()
+    yield cover, hidden, pki, first_list
+    hidden.stop()
+    cover.stop()
+
+
+def test_tls_ech_server_relay_probe_gets_cover_site(relay_servers):
+    """curl without ECH asking the hidden origin for the public name gets the cover's certificate and page."""
+    cover, hidden, pki, _ = relay_servers
+    result = curl_https(hidden, pki, "public.example")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"cover site\n"
+    _, out = bssl_client(hidden.tls_port, "public.example", ca=pki.ca_path)
+    assert served_subject(out) == "cover"
+    assert "cover site" in out
+
+
+def test_tls_ech_server_relay_ech_client_gets_hidden_site(relay_servers):
+    """bssl-tool with the ECH config reaches the hidden site, not the cover."""
+    _, hidden, pki, first_list = relay_servers
+    _, out = bssl_client(hidden.tls_port, "secret.example", first_list, pki.ca_path)
+    assert "Encrypted ClientHello: yes" in out
+    assert served_subject(out) == "hidden"
+    assert "hidden site" in out
+
+
+def test_tls_ech_server_relay_to_dead_target_fails_cleanly(material):
+    """With the cover site down, the probe's connection closes and the failure is logged."""
+    base, pki, tar, _ = material
+    hidden_cert, hidden_key = pki.write_pair(base / "hidden2", "hidden", "hidden", ["secret.example"])
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: connecting is refused
+        hidden = ServerProcess(tar, "--tls-addr", "127.0.0.1:0", "--cert", str(hidden_cert), "--key",
+                               str(hidden_key), "--plugins", "tls_ech", "--ech-key", str(base / "keys" / "1-first.pem"),
+                               "--ech-relay-target", f"public.example=127.0.0.1:{dead.getsockname()[1]}").start()
+        try:
+            result = curl_https(hidden, pki, "public.example")
+            assert result.returncode == 35
+            hidden.wait_for(r'ECH relay of 127\.0\.0\.1:\d+ to "public\.example" .* failed: .*refused')
+            assert curl_https(hidden, pki, "secret.example").stdout == b"hidden site\n"
+        finally:
+            hidden.stop()
+
+
+def test_tls_ech_server_chromium_gets_cert_dir_page(server, tmp_path):
+    """Headless Chromium (no ECH) reaches site-a.test through --cert-dir selection and renders the page."""
+    result = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+         "--ignore-certificate-errors", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync",
+         f"--host-resolver-rules=MAP site-a.test 127.0.0.1:{server.tls_port}", "--dump-dom",
+         "https://site-a.test/"], capture_output=True, timeout=60)
+    assert b"hidden site" in result.stdout, result.stderr[-500:]
