@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from measure import ClientResult, MeasureError, parse_h2load, parse_wrk
+from process import die_with_parent
 from workloads import Transport, Workload
 
 # How long past its duration a client may take to finish before it is killed: h2load waits for every
@@ -62,7 +63,9 @@ def run(
     argv = command(workload, transport, port, seconds, settings, log_file)
     started = time.monotonic()
     with open(output_file, "wb") as output:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
     deadline = threading.Timer(seconds + CLIENT_GRACE_S, child.kill)
     deadline.start()
     # wait4 rather than Popen.wait: it also returns the CPU time the client used.

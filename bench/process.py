@@ -3,10 +3,12 @@
 Both servers under test (nginx and zeroserve) are started the same way: `taskset -c CPU argv`,
 output to a log file, ready once their port accepts a TCP connection. `taskset` execs the
 server, so the child's pid is the server's own pid, and every worker it forks inherits the pin.
+Every child of the harness (servers and the client) is tied to it with die_with_parent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -17,10 +19,21 @@ from pathlib import Path
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ServerStartError(RuntimeError):
     """A server exited or never opened its port; the message carries the tail of its log."""
+
+
+def die_with_parent() -> None:
+    """Makes the calling child get SIGTERM when the harness dies, even by SIGKILL (a Popen preexec_fn).
+
+    Without it a harness killed by a timeout leaves servers and clients running (and loading the machine).
+    The setting survives the exec of taskset and of the program taskset runs.
+    """
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def free_port() -> int:
@@ -69,6 +82,7 @@ class PinnedProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         try:
             self._wait_for_port(ready_port)

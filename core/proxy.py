@@ -10,8 +10,6 @@ connection the upstream had closed is sent once more when it had no body.
 """
 
 import asyncio
-import base64
-import os
 
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.request import Response
@@ -22,7 +20,6 @@ from zeroserve.core.upstream import CHUNKED, FIXED, NO_BODY, UpstreamError, Upst
 __all__ = ["HOP_BY_HOP", "Exchange", "forward", "respond", "upstream_request_head", "client_headers", "UpstreamError"]
 
 _SERVER_HEADER = ("server", "zeroserve")
-_H1_UPGRADE_HEADERS = frozenset(("connection", "upgrade", "sec-websocket-accept"))
 _upstreams = None  # this worker's Upstreams: pools outlive reloads, so they belong to the process, not the World
 
 # Headers that describe one connection, not the message: never forwarded in either direction.
@@ -96,11 +93,13 @@ def client_headers(upstream_headers, overrides=(), keep_upgrade=False):
     """
     listed = _connection_listed(upstream_headers)
     replaced = {name for name, _ in overrides}
-    headers = [
-        (name, value) for name, value in upstream_headers
-        if (name not in HOP_BY_HOP or (keep_upgrade and name in ("upgrade", "connection")))
-        and name not in listed and name not in replaced
-    ]
+    if keep_upgrade:  # a 101 keeps the two headers that say what the connection became
+        kept = {"upgrade", "connection"}
+        headers = [(name, value) for name, value in upstream_headers
+                   if (name in kept or (name not in HOP_BY_HOP and name not in listed)) and name not in replaced]
+    else:
+        headers = [(name, value) for name, value in upstream_headers
+                   if name not in HOP_BY_HOP and name not in listed and name not in replaced]
     headers.extend(overrides)
     return headers
 
@@ -133,6 +132,15 @@ class Exchange:
     async def read(self):
         """The next body chunk (b"" at the end); raises UpstreamError on a failure or after the body timeout."""
         return await self._connection.read_body(self._timeout)
+
+    def take_buffered(self):
+        """The body bytes already here (b"" if none), without waiting: lets a small body leave with the head."""
+        return self._connection.take_buffered()
+
+    @property
+    def complete(self):
+        """True when every body byte has been taken (the response can be finished without reading)."""
+        return self._connection.drained
 
     def write(self, data):
         """Tunnel bytes from the client to the upstream (after a 101)."""
@@ -172,11 +180,12 @@ async def forward(upstreams, url, method, path, query, headers, *, authority, pe
     """
     target = parse_target(url)
     request_target = target.request_target(path, query)
-    if method in ("GET", "HEAD"):
+    bodiless = method == "GET" or method == "HEAD"
+    if bodiless:
         body = b""
     buffered = type(body) is bytes
     length = len(body) if buffered else body.length
-    if buffered and not body and any(name == "content-length" for name, _ in headers):
+    if buffered and not body and not bodiless and any(name == "content-length" for name, _ in headers):
         length = 0
     head = upstream_request_head(method, request_target, headers, authority=authority, peer_ip=peer_ip,
                                  scheme=scheme, body_length=length, websocket=websocket)
@@ -225,9 +234,7 @@ def worker_upstreams(options=None):
 
 
 def is_websocket(request):
-    """True for an HTTP/1.1 WebSocket upgrade or an HTTP/2 extended CONNECT for the websocket protocol."""
-    if request.method == "CONNECT":
-        return request.header(":protocol") == "websocket"
+    """True for an HTTP/1.1 request to upgrade to a WebSocket."""
     upgrade = request.header("upgrade")
     return upgrade is not None and upgrade.lower() == "websocket"
 
@@ -239,23 +246,13 @@ async def respond(request, url, overrides=(), options=None):
     answered with an empty 502 or 504.
     """
     upstreams = worker_upstreams(options)
-    websocket = is_websocket(request)
-    extended_connect = websocket and request.method == "CONNECT"
-    method, headers = request.method, request.headers
-    if extended_connect:
-        # RFC 8441 → RFC 6455: the HTTP/1.1 upstream needs a GET with a key; the HTTP/2 client gets a 200.
-        method = "GET"
-        headers = [*headers, ("sec-websocket-key", base64.b64encode(os.urandom(16)).decode("ascii"))]
     try:
-        exchange = await forward(upstreams, url, method, request.path, request.query, headers,
+        exchange = await forward(upstreams, url, request.method, request.path, request.query, request.headers,
                                  authority=request.authority, peer_ip=request.peer[0], scheme=request.scheme,
-                                 body=request.body, overrides=overrides, websocket=websocket)
+                                 body=request.body, overrides=overrides, websocket=is_websocket(request))
     except UpstreamError as error:
         log_error(f"[proxy] {request.request_id}: {error}")
         return Response(error.status, [("content-length", "0"), _SERVER_HEADER])
-    if extended_connect and exchange.upgraded:
-        exchange.status = 200
-        exchange.headers = [(name, value) for name, value in exchange.headers if name not in _H1_UPGRADE_HEADERS]
     return Response(exchange.status, exchange.headers, (), exchange.length, stream=exchange)
 
 

@@ -353,9 +353,21 @@ class UpstreamConnection(asyncio.Protocol):
             if self.body_done:
                 return b""
             await self._wait(timeout, f"{self.target.url} sent no body bytes for {timeout:g} s", 504)
+        return self.take_buffered()
+
+    @property
+    def drained(self):
+        """True when the whole body has arrived and been taken."""
+        return self.body_done and not self.upgraded and not self._chunks
+
+    def take_buffered(self):
+        """The body bytes already received (b"" if none), without waiting."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
         data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
         self._buffered -= len(data)
-        if self._read_paused and self._buffered <= _READ_HIGH // 4 and not self.closed:
+        if self._read_paused and not self.closed:
             self._read_paused = False
             self._transport.resume_reading()
         return data

@@ -11,6 +11,7 @@ import pytest
 from harness import curl, start_server, write_tree
 from proxy_backends import PythonBackend, free_port
 from zeroserve.core import pack
+from zeroserve.core.compile import ScriptCompiler
 
 # Proxies to the URL in the X-Upstream header (test-only), sets a response header, and on /echo/sethost
 # replaces the Host the upstream sees.
@@ -43,7 +44,7 @@ def backend():
 def server(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp("proxy-site")
     write_tree(directory / "src", {"index.html": "<p>static</p>", ".zeroserve/scripts/10-proxy.c": PROXY_SCRIPT})
-    pack.build(directory / "src", directory / "site.tar")
+    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
     return start_server(request, directory / "site.tar", "--tls-addr", "off")
 
 
@@ -220,3 +221,78 @@ def test_proxy_http_websocket_echo(server, backend):
         assert ws.recv(timeout=10) == "hello"
         ws.send(b"\x00\x01binary")
         assert ws.recv(timeout=10) == b"\x00\x01binary"
+
+
+def test_proxy_http2_streams_response(server, backend):
+    """An HTTP/2 client gets chunked and large upstream bodies complete, as DATA frames."""
+    base = f"http://127.0.0.1:{server.port}"
+    result = curl("-sS", "--http2-prior-knowledge", "-H", f"x-upstream: {backend.url}", f"{base}/chunked?n=30")
+    assert result.stdout == b"".join(bytes([97 + i % 26]) * 1000 for i in range(30))
+    size = 5 * 1024 * 1024 + 3
+    result = curl("-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{size_download}",
+                  "-H", f"x-upstream: {backend.url}", f"{base}/bytes?n={size}")
+    assert result.stdout.decode() == f"2 {size}"
+
+
+def _h2_client(port, path, upstream):
+    """An h2c connection with one GET sent: (socket, h2 connection, stream id)."""
+    import h2.config
+    import h2.connection
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    stream_id = conn.get_next_available_stream_id()
+    conn.send_headers(stream_id, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                                  (":authority", "t"), ("x-upstream", upstream)], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock, conn, stream_id
+
+
+def _h2_events(sock, conn):
+    import h2.events
+
+    events = conn.receive_data(sock.recv(65536))
+    for event in events:
+        if isinstance(event, h2.events.DataReceived):
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    sock.sendall(conn.data_to_send())
+    return events
+
+
+def test_proxy_http2_sse_arrives_incrementally(server, backend):
+    """Over HTTP/2 too, the first server-sent event arrives before the upstream sends the second."""
+    import h2.events
+
+    sock, conn, _ = _h2_client(server.port, "/sse", backend.url)
+    received = b""
+    while b"data: one" not in received:
+        received += b"".join(e.data for e in _h2_events(sock, conn) if isinstance(e, h2.events.DataReceived))
+    assert b"data: two" not in received
+    curl("-sS", backend.url + "/sse-release")
+    ended = False
+    while not ended:
+        events = _h2_events(sock, conn)
+        received += b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        ended = any(isinstance(e, h2.events.StreamEnded) for e in events)
+    assert received == b"data: one\n\ndata: two\n\n"
+    sock.close()
+
+
+def test_proxy_http2_upstream_dying_resets_stream(server, backend):
+    """When the upstream dies mid-body, the HTTP/2 stream is reset and the connection stays usable."""
+    import h2.events
+
+    sock, conn, stream_id = _h2_client(server.port, "/die", backend.url)
+    reset = None
+    while reset is None:
+        reset = next((e for e in _h2_events(sock, conn) if isinstance(e, h2.events.StreamReset)), None)
+    assert reset.stream_id == stream_id
+    second = conn.get_next_available_stream_id()
+    conn.send_headers(second, [(":method", "GET"), (":path", "/echo"), (":scheme", "http"), (":authority", "t"),
+                               ("x-upstream", backend.url)], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    ended = False
+    while not ended:
+        ended = any(isinstance(e, h2.events.StreamEnded) and e.stream_id == second for e in _h2_events(sock, conn))
+    sock.close()

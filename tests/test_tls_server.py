@@ -130,6 +130,15 @@ def test_tls_server_alpn_prefers_h2_then_http1(https, pki, offered, chosen):
             assert http1_get(tls) == (200, INDEX)
 
 
+def test_tls_server_answers_close_notify_and_closes(https, pki):
+    """A client's close_notify after a keep-alive request gets the server's close_notify, then EOF."""
+    with tls_connect(https, client_context(pki, ("http/1.1",))) as tls:
+        assert http1_get(tls, close=False) == (200, INDEX)
+        raw = tls.unwrap()  # sends close_notify and reads the server's
+        assert raw.recv(100) == b""
+        raw.close()
+
+
 def test_tls_server_curl_http1_over_tls(https, pki):
     """curl --http1.1 over TLS gets HTTP/1.1 responses (ALPN http/1.1)."""
     version, status, body = curl_status(https.https_url(), "--http1.1", "--cacert", str(pki.ca_cert),

@@ -29,7 +29,7 @@ runner = _load_runner()
 
 
 def _cases():
-    for path in sorted(HERE.glob("*/*")):
+    for path in sorted(p for target in runner.ALL_TARGETS for p in (HERE / target).glob("*")):
         name = f"{path.parent.name}/{path.name}"
         marks = [pytest.mark.xfail(strict=True, reason=OPEN_BUGS[name])] if name in OPEN_BUGS else []
         yield pytest.param(path.parent.name, path, id=name, marks=marks)
