@@ -108,11 +108,14 @@ def test_proxy_http_chunked_response(server, backend):
 
 
 def test_proxy_http_request_body_reaches_upstream(server, backend):
-    """A POST body (fixed length and chunked) reaches the upstream intact."""
+    """A POST body (fixed length and chunked) reaches the upstream intact; Expect: 100-continue is answered here."""
     data = bytes(range(256)) * 4096
-    result = subprocess.run(["curl", "-sS", "-H", f"x-upstream: {backend.url}", "--data-binary", "@-",
-                             f"http://127.0.0.1:{server.port}/echo"], input=data, capture_output=True, timeout=20)
-    assert json.loads(result.stdout)["body_length"] == len(data)
+    result = subprocess.run(["curl", "-sS", "-H", f"x-upstream: {backend.url}", "-H", "expect: 100-continue",
+                             "--data-binary", "@-", f"http://127.0.0.1:{server.port}/echo"], input=data,
+                            capture_output=True, timeout=20)
+    echoed = json.loads(result.stdout)
+    assert echoed["body_length"] == len(data)
+    assert "expect" not in [name.lower() for name, _ in echoed["headers"]]
     result = subprocess.run(["curl", "-sS", "-H", f"x-upstream: {backend.url}", "-H", "transfer-encoding: chunked",
                              "--data-binary", "@-", f"http://127.0.0.1:{server.port}/echo"], input=data,
                             capture_output=True, timeout=20)

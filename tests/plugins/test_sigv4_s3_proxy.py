@@ -2,14 +2,15 @@
 
 moto_server (pip moto[server]) runs on loopback with authentication on: its
 first three calls create an IAM user with an s3:* policy and an access key;
-every later call must carry a valid SigV4 signature. First the helper runs
-in the VM and the test sends the request it signed straight to moto; then
-zeroserve runs
+every later call must carry a valid SigV4 signature. The helper runs in the
+VM and the request it signed goes to moto straight, then through
+zeroserve.core.proxy.forward; then a real `zeroserve run` serves
 examples/scripts/s3_private_bucket.c (GET and HEAD) plus a test script that
 proxies PUT the same way, with the key in a shared credentials file selected
-by --aws-profile; a second server signs with a wrong secret.
+by --aws-profile, and a second server signs with a wrong secret.
 """
 
+import asyncio
 import http.client
 import json
 import os
@@ -28,6 +29,8 @@ from test_sigv4_helpers import Harness, load
 from harness import REPO, curl, free_port, start_server, write_tree
 from zeroserve.core import pack
 from zeroserve.core.compile import ScriptCompiler
+from zeroserve.core.proxy import forward
+from zeroserve.core.upstream import Upstreams
 
 BUCKET = "zs-private"
 OBJECT = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
@@ -151,8 +154,8 @@ def forward_object(tmp_path_factory):
     return out.read_bytes()
 
 
-def send_signed(moto, forward_object, secret, method, path, headers=(), body=b""):
-    """Runs zs_reverse_proxy + zs_aws_sign_request in the VM, then sends that request to moto: (status, body)."""
+def signed_context(moto, forward_object, secret, method, path, headers=()):
+    """A request context after zs_reverse_proxy to the bucket and zs_aws_sign_request ran in the VM."""
     url, access_key, _, _ = moto
     program, cookie = load(forward_object, "interp", SimpleNamespace(access_key=access_key, secret_key=secret,
                                                                      token=None))
@@ -161,9 +164,17 @@ def send_signed(moto, forward_object, secret, method, path, headers=(), body=b""
     target = f"{url}/{BUCKET}"
     h.call("zs_reverse_proxy", target, len(target))
     assert h.call("zs_aws_sign_request", "s3", 2, "us-east-1", 9) == 0
+    del cookie  # the credentials lived until the helper ran
+    return h.ctx
+
+
+def send_signed(moto, forward_object, secret, method, path, headers=(), body=b""):
+    """Sends the request zs_aws_sign_request signed straight to moto: (status, body)."""
+    url = moto[0]
+    ctx = signed_context(moto, forward_object, secret, method, path, headers)
     connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10)
     connection.putrequest(method, f"/{BUCKET}{path}", skip_host=True, skip_accept_encoding=True)
-    for name, value in h.ctx.headers():
+    for name, value in ctx.headers():
         connection.putheader(name, value)
     connection.endheaders(body or None)
     response = connection.getresponse()
@@ -182,6 +193,29 @@ def send_signed(moto, forward_object, secret, method, path, headers=(), body=b""
 def test_sigv4_sign_request_is_accepted_by_moto(moto, forward_object, method, path, headers, body, expected):
     """The headers zs_aws_sign_request sets make moto's S3 accept GET, HEAD, ranged GET and PUT."""
     assert send_signed(moto, forward_object, moto[2], method, path, headers, body) == expected
+
+
+@pytest.mark.parametrize("method, path, headers, body, expected", [
+    ("GET", "/docs/hello.txt", (("range", "bytes=3-7"),), b"", (206, OBJECT[3:8])),
+    ("HEAD", "/docs/hello.txt", (), b"", (200, b"")),
+    ("PUT", "/via-proxy/put.txt", (("content-length", "11"),), b"proxied put", (200, b"")),
+])
+def test_sigv4_sign_request_through_the_proxy_module_is_accepted_by_moto(moto, forward_object, method, path,
+                                                                          headers, body, expected):
+    """The signed request, sent by zeroserve.core.proxy.forward (X-Forwarded-*, framing), is accepted by moto."""
+    ctx = signed_context(moto, forward_object, moto[2], method, path, headers)
+
+    async def exchange():
+        upstreams = Upstreams(asyncio.get_running_loop())
+        reply = await forward(upstreams, f"{moto[0]}/{BUCKET}", method, ctx.path, ctx.query, ctx.headers(),
+                              authority="zeroserve.test", peer_ip="192.0.2.1", scheme="http", body=body)
+        chunks = []
+        while chunk := await reply.read():
+            chunks.append(chunk)
+        reply.finish()
+        return reply.status, b"".join(chunks)
+
+    assert asyncio.run(exchange()) == expected
 
 
 def test_sigv4_sign_request_with_a_wrong_secret_is_refused_by_moto(moto, forward_object):
