@@ -190,6 +190,12 @@ def build_parser(pm):
     _add_site_flags(checker, pm)
     commands.add_parser("sdk", help="print the SDK header (zeroserve.h) scripts include",
                         description="Print sdk/zeroserve.h, the header every script includes.")
+    keygen = commands.add_parser("ech-keygen", help="make an Encrypted ClientHello key for --ech-key",
+                                 description="Make an ECH key (X25519, HKDF-SHA256 / AES-128-GCM) in PEM and "
+                                             "print the ECHConfigList to publish in the HTTPS DNS record.")
+    keygen.add_argument("--public-name", required=True, metavar="NAME",
+                        help="the name clients show in clear (the cover site's host name)")
+    keygen.add_argument("-o", "--output", metavar="FILE", help="write the key to FILE (mode 0600), not stdout")
     return parser
 
 
@@ -269,6 +275,10 @@ def main(argv=None):
         if args.command == "sdk":
             sys.stdout.write(sdk_header_text())
             return 0
+        if args.command == "ech-keygen":
+            # The key format belongs to the tls_ech plugin; the CLI only names the command.
+            from zeroserve.plugins.tls_ech.echconfig import keygen
+            return keygen(args.public_name, args.output)
         config = _config(args)
         pm.hook.zeroserve_configure(config=config)
         return _check(config) if args.command == "check" else supervisor.serve(config)

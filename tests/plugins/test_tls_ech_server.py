@@ -180,3 +180,32 @@ def test_tls_ech_server_chromium_gets_cert_dir_page(server, tmp_path):
          f"--host-resolver-rules=MAP site-a.test 127.0.0.1:{server.tls_port}", "--dump-dom",
          "https://site-a.test/"], capture_output=True, timeout=60)
     assert b"hidden site" in result.stdout, result.stderr[-500:]
+
+
+def test_tls_ech_server_cli_keygen_key_is_accepted(material, tmp_path):
+    """`zeroserve ech-keygen -o FILE` makes a key the server loads; its printed ech= list gets ECH accepted."""
+    base, pki, tar, _ = material
+    made = subprocess.run([sys.executable, "-m", "zeroserve.core.cli", "ech-keygen", "--public-name",
+                           "cover.example", "-o", str(tmp_path / "cli.pem")], capture_output=True, timeout=TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    text = made.stderr.decode()
+    assert text.startswith("Generated ECH key for public name cover.example\n")
+    assert re.search(r"^config_id: 0x[0-9a-f]{2}$", text, re.MULTILINE)
+    (tmp_path / "list.bin").write_bytes(base64.b64decode(re.search(r'ech="([^"]+)"', text).group(1)))
+    server = ServerProcess(tar, "--tls-addr", "127.0.0.1:0", "--plugins", "tls_ech", "--cert-dir",
+                           str(base / "certs"), "--ech-key", str(tmp_path / "cli.pem")).start()
+    try:
+        _, out = bssl_client(server.tls_port, "secret.example", tmp_path / "list.bin", pki.ca_path)
+    finally:
+        server.stop()
+    assert "Encrypted ClientHello: yes" in out
+    assert "hidden site" in out
+
+
+def test_tls_ech_server_cli_keygen_refuses_ip_public_name():
+    """ech-keygen with an IP address as public name exits 1 with one error line."""
+    made = subprocess.run([sys.executable, "-m", "zeroserve.core.cli", "ech-keygen", "--public-name", "10.0.0.1"],
+                          capture_output=True, timeout=TIMEOUT)
+    assert made.returncode == 1
+    assert made.stderr.startswith(b"zeroserve: error: ECH public name '10.0.0.1' is not a DNS host name")
+    assert made.stdout == b""
