@@ -89,9 +89,79 @@ def _text_of_size(size: int) -> bytes:
     return b"".join(chunks)[:size]
 
 
+_LUA_MODULES = ("ndk_http_module", "ngx_http_lua_module")
+
+# (c) The small file of (a) plus one response header: added by a script on zeroserve, by Lua on nginx.
+_HEADER_SCRIPT = """#include "zeroserve.h"
+
+ZS_ENTRY zs_u64 entry(void)
+{
+    zs_meta_set(ZS_STR("zs.response.header.x-bench"), ZS_STR("script"));
+    return 0;
+}
+"""
+
+# (d) A JSON body built per request from the method and path: by a script on zeroserve, by Lua on nginx.
+_JSON_SCRIPT = """#include "zeroserve.h"
+
+ZS_ENTRY zs_u64 entry(void)
+{
+    char method[16], path[128];
+    zs_req_method(method, sizeof method);
+    zs_s64 path_len = zs_req_path(path, sizeof path);
+    if (path_len >= (zs_s64)sizeof path)
+        return 0;
+    zs_s64 reply = zs_json_new_object();
+    zs_s64 value = zs_json_new_object();
+    zs_json_set_string(value, ZS_STR(method));
+    zs_json_set(reply, ZS_STR("method"), value);
+    zs_json_set_string(value, path, path_len);
+    zs_json_set(reply, ZS_STR("path"), value);
+    zs_json_respond(200, reply);
+    return 0;
+}
+"""
+_JSON_LUA = r"""default_type application/json;
+content_by_lua_block {
+    ngx.print('{"method":"' .. ngx.req.get_method() .. '","path":"' .. ngx.var.uri .. '"}')
+}"""
+
+
 WORKLOADS: tuple[Workload, ...] = (
     static_file("a", "static file, 174 B", "small.html", _html_of_size(174)),
     static_file("b", "static file, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
+    Workload(
+        name="c",
+        title="static 174 B + a header from a script (nginx: Lua)",
+        site=MappingProxyType({"small.html": _html_of_size(174)}),
+        path="/small.html",
+        expected_body=_html_of_size(174),
+        zeroserve_scripts=MappingProxyType({"10-header.c": _HEADER_SCRIPT}),
+        nginx_modules=_LUA_MODULES,
+        nginx_location='header_filter_by_lua_block { ngx.header["x-bench"] = "script" }',
+    ),
+    Workload(
+        name="d",
+        title="JSON built by a script (nginx: Lua)",
+        site=MappingProxyType({"index.html": b"unused"}),
+        path="/api/item",
+        expected_body=b'{"method":"GET","path":"/api/item"}',
+        zeroserve_scripts=MappingProxyType({"10-json.c": _JSON_SCRIPT}),
+        nginx_modules=_LUA_MODULES,
+        nginx_location=_JSON_LUA,
+    ),
+    # Every request on a new connection with a full TLS 1.3 handshake (wrk does not resume sessions),
+    # so requests/s is handshakes/s.
+    Workload(
+        name="handshake",
+        title="new TLS handshake per request, 174 B",
+        site=MappingProxyType({"small.html": _html_of_size(174)}),
+        path="/small.html",
+        expected_body=_html_of_size(174),
+        request_headers=("Connection: close",),
+        client="wrk",
+        tls=True,
+    ),
 )
 
 

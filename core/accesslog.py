@@ -37,19 +37,24 @@ class AccessLog:
         self._fd = fd
         self._lines = []
 
-    def record(self, request_id, client, method, target, status, sent, duration, protocol):
-        """Add one line; `duration` in seconds, `client` as (ip, port)."""
+    def record(self, request_id, client, method, target, status, sent, duration, protocol, ja4=None):
+        """Add one line; `duration` in seconds, `client` as (ip, port), `ja4` the TLS fingerprint when known."""
         now = time.time()
         ms = round(duration * 1000, 3)
         if self._json:
-            line = json.dumps({
+            fields = {
                 "time": _timestamp(now), "id": request_id, "client": f"{client[0]}:{client[1]}",
                 "method": method, "path": target, "status": status, "bytes": sent,
                 "duration_ms": ms, "protocol": protocol,
-            }, separators=(",", ":"))
+            }
+            if ja4 is not None:
+                fields["ja4"] = ja4
+            line = json.dumps(fields, separators=(",", ":"))
         else:
             line = (f"[request] {_timestamp(now)} {request_id} {client[0]}:{client[1]} {method} {target} "
                     f"{status} {sent} {ms}ms {protocol}")
+            if ja4 is not None:
+                line += f" ja4={ja4}"
         if not self._lines:
             self._call_soon(self.flush)
         self._lines.append(line)

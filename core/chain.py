@@ -76,14 +76,15 @@ class ChainOptions:
 class ChainResult:
     """What the chain decided for one request, and the request as the scripts left it."""
 
-    __slots__ = ("kind", "status", "body", "proxy_url", "metadata", "changed", "method", "path",
-                 "normalized_path", "query", "headers", "hooks")
+    __slots__ = ("kind", "status", "body", "response_headers", "proxy_url", "metadata", "changed", "method",
+                 "path", "normalized_path", "query", "headers", "hooks")
 
-    def __init__(self, kind, ctx, status=0, body=b"", proxy_url="", hooks=None):
+    def __init__(self, kind, ctx, status=0, body=b"", proxy_url="", hooks=None, response_headers=()):
         self.kind = kind
         self.hooks = hooks  # the RequestState when response hooks wait for the response, else None
         self.status = status
         self.body = body
+        self.response_headers = response_headers  # [(name, value)] a helper's HelperCall.respond gave
         self.proxy_url = proxy_url
         self.metadata = tuple(ctx.metadata())  # ((key, value), ...) in the order scripts set them
         changed = self.changed = ctx.changed
@@ -142,12 +143,13 @@ class Script:
 class RequestState:
     """What the chain keeps about one request while its scripts run."""
 
-    __slots__ = ("world", "request_id", "ctx", "pending", "cpu_ms", "rerun")
+    __slots__ = ("world", "request_id", "ctx", "pending", "cpu_ms", "rerun", "response_headers")
 
     def __init__(self, world, request_id, ctx):
         self.world = world
         self.request_id = request_id
         self.ctx = ctx
+        self.response_headers = ()  # [(name, value)] of HelperCall.respond: a name may repeat (Set-Cookie)
         self.pending = None  # the awaitable of an async helper that suspended a run
         self.cpu_ms = 0.0
         self.rerun = False  # a hook called zs_res_continue_request
@@ -249,9 +251,10 @@ class ScriptChain:
 
     def _finish(self, state, kind, status=0, body=b"", proxy_url=""):
         ctx = state.ctx
+        headers = state.response_headers if kind == RESPOND else ()
         if kind != ABORT and ctx.response_hooks():  # the hooks still need the request and its metadata
-            return ChainResult(kind, ctx, status, body, proxy_url, state)
-        result = ChainResult(kind, ctx, status, body, proxy_url)
+            return ChainResult(kind, ctx, status, body, proxy_url, state, headers)
+        result = ChainResult(kind, ctx, status, body, proxy_url, response_headers=headers)
         self._contexts.append(ctx)
         return result
 

@@ -87,12 +87,20 @@ def _names(values):
     return tuple(dict.fromkeys(name.strip() for value in values for name in value.split(",") if name.strip()))
 
 
+# Flags that enable their plugin without --plugins: (flag or flag prefix, plugin name).
+_ENABLING_FLAGS = (("--cert-dir", "tls_ech"), ("--ech-key", "tls_ech"), ("--ech-relay-", "tls_ech"))
+
+
 def plugin_names(argv):
-    """The --plugins names of a command line, read before the full parse."""
+    """The --plugins names of a command line, read before the full parse, and those its flags enable."""
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--plugins", action="append", default=[])
     known, _ = early.parse_known_args(argv)
-    return _names(known.plugins)
+    names = _names(known.plugins)
+    flags = [arg.partition("=")[0] for arg in argv]
+    enabled = [plugin for flag, plugin in _ENABLING_FLAGS
+               if any(given == flag or (flag.endswith("-") and given.startswith(flag)) for given in flags)]
+    return tuple(dict.fromkeys(names + tuple(enabled)))
 
 
 def _add_site_flags(parser, pm):
@@ -199,10 +207,10 @@ def build_parser(pm):
     return parser
 
 
-def _config(args):
-    """The ServerConfig of a `run` or `check` command line."""
+def _config(args, plugins):
+    """The ServerConfig of a `run` or `check` command line; `plugins` the enabled plugin names."""
     if args.command == "check":
-        return ServerConfig(site_path=args.site, workers=1, plugins=_names(args.plugins), options=args,
+        return ServerConfig(site_path=args.site, workers=1, plugins=plugins, options=args,
                             **_script_settings(args))
     hostnames = tuple(name.strip() for value in args.validate_hostnames for name in value.split(",")
                       if name.strip())
@@ -223,7 +231,7 @@ def _config(args):
         proxy_protocol=args.enable_proxy_protocol,
         shutdown_timeout=args.shutdown_timeout,
         limits=Limits(**{name: getattr(args, name) for name in args.limit_names}),
-        plugins=_names(args.plugins),
+        plugins=plugins,
         options=args,
         **_script_settings(args),
         **optional,
@@ -264,7 +272,8 @@ def main(argv=None):
     """Entry point of the `zeroserve` console script."""
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
     try:
-        pm = build_plugin_manager(plugin_names(sys.argv[1:] if argv is None else argv))
+        names = plugin_names(sys.argv[1:] if argv is None else argv)
+        pm = build_plugin_manager(names)
     except ZeroserveError as error:
         sys.stderr.write(f"zeroserve: error: {error}\n")
         return 1
@@ -279,7 +288,7 @@ def main(argv=None):
             # The key format belongs to the tls_ech plugin; the CLI only names the command.
             from zeroserve.plugins.tls_ech.echconfig import keygen
             return keygen(args.public_name, args.output)
-        config = _config(args)
+        config = _config(args, names)
         pm.hook.zeroserve_configure(config=config)
         return _check(config) if args.command == "check" else supervisor.serve(config)
     except ZeroserveError as error:

@@ -30,6 +30,7 @@ _CHUNK = 256 * 1024  # pread size for file bodies
 _INLINE = 64 * 1024  # a file body up to this size leaves in the same write as its head
 _WRITE_HIGH = 512 * 1024  # transport buffer sizes between which we stop and resume producing
 _WRITE_LOW = 64 * 1024
+_H2_STREAM_HIGH = 256 * 1024  # a streamed HTTP/2 body queued beyond this waits for the client to take some
 _SENDFILE_MAX = 1024 * 1024  # most bytes one sendfile(2) call is asked for
 # With sendfile, a full socket is waited for by queueing this much in the transport,
 # above its high-water mark: it pauses us and resumes us once the buffer is empty.
@@ -58,7 +59,8 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset
 class _Pending:
     """An HTTP/1 response in the output queue, written in request order."""
 
-    __slots__ = ("data", "request", "response", "world", "keep_open", "part", "offset", "sent", "waiting")
+    __slots__ = ("data", "request", "response", "world", "keep_open", "part", "offset", "sent", "waiting",
+                 "streamed")
 
     def __init__(self, data, request, response, world, keep_open):
         self.data = data  # head bytes not yet written (or an interim response)
@@ -70,6 +72,7 @@ class _Pending:
         self.offset = 0
         self.sent = 0  # body bytes written
         self.waiting = False  # the request's scripts are still running; data and response come later
+        self.streamed = False  # a streamed body (proxy) has been written to its end
 
 
 class Connection(asyncio.Protocol):
@@ -97,9 +100,12 @@ class Connection(asyncio.Protocol):
         self._timer = _START
         self._since = 0.0
         self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
+        self._tunnel = None  # HTTP/1 after a 101: the upstream end of the spliced connection
+        self._writable_waiter = None  # a streamed body waits on it while the peer does not read
         # TLS: every byte of the handshake so far, kept until it completes (a relay replays them).
         self._handshake_bytes = None if session.handshake_complete else bytearray()
         self._sni = None  # TLS: the SNI (lowercase) each request's Host must equal, once the handshake is done
+        self._connection_info = None  # TLS: the tls.ConnectionFacts of the finished handshake
 
     # -- asyncio callbacks ----------------------------------------------------
 
@@ -140,8 +146,12 @@ class Connection(asyncio.Protocol):
             return
         if handshake_bytes is not None and session.handshake_complete:
             self._handshake_bytes = None
+            self._connection_info = session.context.connection_info(session, bytes(handshake_bytes))
         if to_send:
             self._transport.write(to_send)
+        if plaintext and self._tunnel is not None:
+            self._tunnel.write(plaintext)
+            return
         if plaintext:
             if self._http is None:
                 plaintext = self._choose_protocol(plaintext)
@@ -158,6 +168,9 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self):
         self._peer_done = True
+        if self._tunnel is not None and not self._closed:  # the upstream may still answer
+            self._tunnel.write_eof()
+            return True
         if self._closed:  # lingering: the peer has read everything and closed
             self._transport.close()
         elif self._http is not None and not self._h2 and self._queue:
@@ -176,6 +189,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self):
         self._paused = False
+        self._wake_writer()
         if self._closed:
             return
         self._transport.resume_reading()
@@ -186,7 +200,11 @@ class Connection(asyncio.Protocol):
         self._closed = True
         self._lost = True
         self._server.connections.discard(self)
+        self._wake_writer()  # a streaming task sees the loss and drops its upstream
         for pending in self._queue:
+            response = pending.response
+            if response is not None and response.stream is not None and pending.data is not None:
+                response.stream.abort()  # a proxied response whose turn never came
             if pending.response is not None and pending.data is None:  # partly written
                 self._finished(pending.request, pending.response, pending.sent, pending.world)
             elif pending.world is not None:
@@ -309,6 +327,17 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         self._http.send_response(request.stream_id, request, response)
+        stream = response.stream
+        if stream is not None:
+            http = self._http
+            data = stream.take_buffered()
+            if data:
+                http.stream_data(request.stream_id, data)
+            if stream.complete:  # HEAD, 204, 304, or a body that came with the head
+                http.end_stream(request.stream_id)
+                stream.finish()
+            else:
+                asyncio.ensure_future(self._stream_h2(request, stream))
 
     def _wait(self, awaitable, request, key, ready):
         """Run a request whose scripts had to wait; ready(key, response) gets its Response when it is done."""
@@ -347,6 +376,7 @@ class Connection(asyncio.Protocol):
     def _respond(self, request, world):
         if self._sni is not None and _authority_host(request.authority) != self._sni:
             return error_response(421)  # a request for another host than the handshake named
+        request.connection_info = self._connection_info
         try:
             return handle(request, world)
         except Exception:  # a bug: the request gets a 500, the worker lives on
@@ -401,6 +431,10 @@ class Connection(asyncio.Protocol):
         if response is None:  # interim response
             self._write(pending.data)
             return True
+        if response.stream is not None:
+            if pending.data is not None:
+                return self._start_stream_h1(pending)
+            return pending.streamed
         body = response.body
         if pending.data is not None:
             head = pending.data
@@ -445,6 +479,105 @@ class Connection(asyncio.Protocol):
                 pending.offset = 0
         return True
 
+    def _start_stream_h1(self, pending):
+        """Write the head with the body bytes already here; True when that was the whole body."""
+        response = pending.response
+        stream = response.stream
+        head, pending.data = pending.data, None
+        data = b"" if stream.upgraded else stream.take_buffered()
+        pending.sent = len(data)
+        if data and response.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        if stream.complete:
+            self._write(head + data + b"0\r\n\r\n" if response.chunked else head + data)
+            stream.finish()
+            return True
+        self._write(head + data)
+        asyncio.ensure_future(self._stream_h1(pending))
+        return False
+
+    async def _stream_h1(self, pending):
+        """Copy a streamed body (or, after a 101, the tunnel) to the client while the client reads."""
+        stream = pending.response.stream
+        chunked = pending.response.chunked
+        if stream.upgraded:
+            self._tunnel = stream
+            if self._http.tunnel_input:
+                stream.write(self._http.tunnel_input)
+        try:
+            while True:
+                data = await stream.read()
+                if self._closed:
+                    stream.abort()
+                    return
+                if not data:
+                    break
+                self._write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+                pending.sent += len(data)
+                if self._paused:
+                    await self._writable()
+                    if self._closed:
+                        stream.abort()
+                        return
+        except ZeroserveError as error:  # the upstream failed after the head went out: the client is cut off
+            log_error(f"[proxy] {pending.request.request_id}: {error}")
+            stream.abort()
+            self.abort()
+            return
+        if chunked:
+            self._write(b"0\r\n\r\n")
+        stream.finish()
+        pending.streamed = True
+        self._pump()
+        self._arm()
+
+    async def _stream_h2(self, request, stream):
+        """Queue a streamed body on its HTTP/2 stream while the client's window and socket keep up."""
+        http = self._http
+        stream_id = request.stream_id
+        try:
+            while True:
+                data = await stream.read()
+                if self._closed or http.stream_buffered(stream_id) < 0:  # connection or stream gone
+                    stream.abort()
+                    return
+                if not data:
+                    break
+                http.stream_data(stream_id, data)
+                self._pump()
+                self._arm()
+                queued = http.stream_buffered(stream_id)
+                while queued > _H2_STREAM_HIGH:  # the client is slower than the upstream
+                    await self._writable()
+                    queued = http.stream_buffered(stream_id)
+                    if self._closed or queued < 0:
+                        stream.abort()
+                        return
+        except ZeroserveError as error:  # the upstream failed after the head went out: the stream is reset
+            log_error(f"[proxy] {request.request_id}: {error}")
+            stream.abort()
+            http.reset_stream(stream_id)
+            self._pump()
+            return
+        http.end_stream(stream_id)
+        stream.finish()
+        self._pump()
+        self._arm()
+
+    async def _writable(self):
+        """Wait until the peer reads again (or the connection is gone)."""
+        waiter = self._writable_waiter
+        if waiter is None:  # one future for every stream waiting on this connection
+            waiter = self._writable_waiter = self._loop.create_future()
+        await waiter
+
+    def _wake_writer(self):
+        waiter = self._writable_waiter
+        if waiter is not None:
+            self._writable_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _sendfile(self, fd, position, remaining):
         """Copy file bytes straight to the socket when nothing is buffered before them; bytes sent."""
         if self._socket_fd < 0 or self._transport.get_write_buffer_size():
@@ -462,6 +595,7 @@ class Connection(asyncio.Protocol):
                 break
             self._write(data)
             self._since = self._loop.time()  # progress: restarts a stalled-stream write timer
+            self._wake_writer()
         self._drain_h2_finished()
         if (http.closed or http.draining) and not http.active:
             if http.close_reason is not None:
@@ -487,9 +621,10 @@ class Connection(asyncio.Protocol):
             access_log.record("-", self._peer, "-", "-", response.status, sent, 0.0,
                               "HTTP/2" if self._h2 else "HTTP/1.1")
         else:
+            facts = request.connection_info
             access_log.record(request.request_id, request.peer, request.method, request.target,
                               response.status, sent, time.monotonic() - request.started,
-                              "HTTP/" + request.http_version)
+                              "HTTP/" + request.http_version, facts.ja4 if facts is not None else None)
 
     # -- timeouts and closing ---------------------------------------------------
 

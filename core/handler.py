@@ -12,10 +12,9 @@ the Response, which the connection awaits. The response `ABORTED` means a
 script called zs_abort: close the connection without answering.
 """
 
-import json
 from http import HTTPStatus
 
-from zeroserve.core import static, template
+from zeroserve.core import proxy, static, template
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.chain import ABORT, FAULT, OVERTIME, PROXY, RESPOND, ChainResult, metadata_headers, set_headers
 from zeroserve.core.errors import ProtocolError
@@ -34,14 +33,6 @@ _ERRORS = {
     for s in HTTPStatus if s.value >= 400
 }
 _PROTO = {"1.0": (1, 0), "1.1": (1, 1), "2": (2, 0)}
-# What zs_connection_info answers over TLS, by HTTP version (the request does not carry SNI or JA4 yet).
-_TLS_INFO = {
-    version: json.dumps({"tls": True, "tls_handshake_complete": True, "alpn": alpn,
-                         "sni": {"inner": None, "outer": None}, "ech": None, "fingerprint": {"ja4": None},
-                         "tls_client": {"certificate": None, "chain_fingerprints_sha256": []}},
-                        separators=(",", ":"))
-    for version, alpn in (("1.0", None), ("1.1", "http/1.1"), ("2", "h2"))
-}
 # zs_res_continue_request may rerun a request's scripts this many times.
 MAX_RERUNS = 8
 # What handle() answers for zs_abort: the connection closes without a response (compare by identity).
@@ -66,16 +57,19 @@ def handle(request, world):
     if not chain:
         return _static(world, request.method, path.rel, path.dir_hint, request.header_dict(), None)
     peer = request.peer
+    facts = request.connection_info
     result = chain.run(world, request.request_id, request.method, path.script_path, "/" + path.rel,
                        request.query, request.scheme,
                        f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}",
                        _PROTO.get(request.http_version, (1, 1)), request.scheme == "https", request.headers,
-                       request.body, _TLS_INFO.get(request.http_version) if request.scheme == "https" else None)
+                       request.body, facts.info_json if facts is not None else None)
     if type(result) is not ChainResult:
         return _respond_later(result, request, path, world)
     response = _act(result, request, path, world)
     if result.hooks is None:
         return response
+    if type(response) is not Response:  # proxied: the hooks see the upstream's head once it is in
+        return _proxied_with_hooks(result, request, path, world, response)
     waiting = chain.run_hooks(result, response)
     if waiting is None and not result.hooks.rerun:
         return response
@@ -95,6 +89,8 @@ async def _respond_later(result, request, path, world, response=None, waiting=No
             if type(result) is not ChainResult:
                 result = await result
             response = _act(result, request, path, world)
+            if type(response) is not Response:  # proxied
+                response = await response
             if result.hooks is None:
                 return response
             waiting = chain.run_hooks(result, response)
@@ -107,6 +103,11 @@ async def _respond_later(result, request, path, world, response=None, waiting=No
         if reruns > MAX_RERUNS:
             return _too_many_reruns(result, request, world)
         result, response = chain.rerun(result.hooks), None
+
+
+async def _proxied_with_hooks(result, request, path, world, proxied):
+    response = await proxied
+    return await _respond_later(result, request, path, world, response, world.chain.run_hooks(result, response))
 
 
 def _too_many_reruns(result, request, world):
@@ -125,6 +126,7 @@ def _act(result, request, path, world):
         headers = [("content-length", str(len(body)))]
         if metadata:
             _apply_metadata(headers, metadata)
+        headers.extend(result.response_headers)
         return Response(result.status, headers, (body,) if body and request.method != "HEAD" else (),
                         len(body) if request.method != "HEAD" else 0)
     if kind == ABORT:
@@ -132,9 +134,11 @@ def _act(result, request, path, world):
     if kind == FAULT or kind == OVERTIME:
         return _script_error(result.status, request, metadata)
     if kind == PROXY:
-        log_error(f"[handle] {request.request_id}: zs_reverse_proxy to {result.proxy_url}: core/proxy.py is not "
-                  f"connected to the handler; answering 502")
-        return _with_metadata(error_response(502), metadata)
+        if result.changed:
+            if result.changed & URI_INVALID:
+                return error_response(400)
+            _apply_changes(request, result)
+        return proxy.respond(request, result.proxy_url, metadata_headers(metadata) if metadata else ())
     # No outcome: static serving, with whatever the scripts changed.
     method = request.method
     rel, dir_hint = path.rel, path.dir_hint
@@ -177,13 +181,6 @@ def _script_error(status, request, metadata):
     if metadata:
         _apply_metadata(headers, metadata)
     return Response(status, headers, (body,), len(body))
-
-
-def _with_metadata(response, metadata):
-    if metadata:
-        response.headers = list(response.headers)
-        _apply_metadata(response.headers, metadata)
-    return response
 
 
 def _apply_metadata(headers, metadata):

@@ -112,17 +112,35 @@ def zeroserve_known_helpers():
 
 
 @hookspec
-def zeroserve_configure_tls(tls, config):
+def zeroserve_configure_tls(tls, config, plugins):
     """Add to the TLS configuration of the world being built.
 
     Called once per world build when an HTTPS listener is configured.
     ``tls`` is the ``zeroserve.core.tls.TLSConfigBuilder`` of the new world:
-    a plugin may add certificates, ECH keys or a ClientHello inspector (which
+    a plugin may add certificates, ECH keys, a ClientHello inspector (which
     sees the SNI, ALPN and raw ClientHello of each handshake and may choose a
-    certificate, refuse, or hand the connection to a relay). Raise
-    ``zeroserve.core.errors.TLSError`` to reject the new TLS material; on a
-    reload the previous TLS is then kept while the rest of the reload
-    proceeds.
+    certificate, refuse, or hand the connection to a relay) or set
+    ``tls.connection_info`` (what scripts and the access log learn of each
+    handshake, computed once per connection). ``plugins`` is the plugin
+    manager, for an inspector that calls another hook (tls_ech calls
+    ``zeroserve_tls_client_hello``). Raise ``zeroserve.core.errors.TLSError``
+    to reject the new TLS material; on a reload the previous TLS is then kept
+    while the rest of the reload proceeds.
+    """
+
+
+@hookspec(firstresult=True)
+def zeroserve_tls_client_hello(hello):
+    """Choose the certificate of one TLS handshake, or refuse it.
+
+    Called by the tls_ech plugin's ClientHello inspector (active with --cert-dir or --ech-key) in
+    BoringSSL's early ClientHello callback, once per handshake, before --cert-dir selection and the ECH
+    relay decision. ``hello`` is a ``zeroserve.plugins.tls_ech.handshake.ClientHelloInfo`` (SNI, offered
+    ALPN, JA4 and JA4_r, whether ECH was accepted, the raw ClientHello). Return a
+    ``zeroserve.core.tls.ServerContext`` built (at load time, not here) with the world's ticket keys to
+    serve its certificate, or None to let the next plugin or the server's own certificates decide. Raise
+    ``zeroserve.core.errors.TLSError`` to refuse the connection. This runs on every handshake: keep it to
+    dictionary lookups.
     """
 
 

@@ -53,6 +53,7 @@ class H1Connection:
         self._begun_in_feed = False
         self._request = None
         self._last = False  # the connection is shutting down: no keep-alive after this
+        self.tunnel_input = b""  # bytes after a WebSocket upgrade request, for the tunnel
         self.messages = 0  # requests begun so far; tells one head's timer from the next
         self._reset_message()
 
@@ -63,6 +64,7 @@ class H1Connection:
         self._host = None
         self._body_parts = []
         self._body_bytes = 0
+        self._websocket = False  # the request asks for a WebSocket upgrade
 
     # -- input -------------------------------------------------------------
 
@@ -81,10 +83,15 @@ class H1Connection:
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as upgrade:
-                # We do not switch protocols (h2c arrives by prior knowledge),
-                # so the request just completed is served as a plain request
-                # and parsing goes on with a fresh parser.
                 data = data[upgrade.args[0]:]
+                if self._websocket:
+                    # A WebSocket upgrade is the connection's last HTTP request: what follows belongs to
+                    # the tunnel if the answer is a 101 (and is dropped otherwise).
+                    self.state = DONE
+                    self.tunnel_input = data
+                    break
+                # Other upgrades (h2c arrives by prior knowledge) are served as plain
+                # requests and parsing goes on with a fresh parser.
                 self._parser = httptools.HttpRequestParser(self)
                 if data and self.state != DONE:
                     continue
@@ -155,6 +162,9 @@ class H1Connection:
             self._stop(400, "HTTP/1.1 request without a Host header")
         self.state = BODY
         self._pending_head = 0
+        if parser.should_upgrade():
+            upgrade = self._header_value("upgrade")
+            self._websocket = upgrade is not None and upgrade.lower() == "websocket"
         declared = self._header_value("content-length")  # llhttp has validated it
         length = int(declared) if declared and declared.isdigit() else 0
         if length > self._limits.max_body_bytes:
@@ -224,6 +234,17 @@ class H1Connection:
         for name, value in response.headers:
             parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         parts.append(b"date: " + httpdate.current() + b"\r\n")
+        if status == 101:  # the connection becomes the tunnel the response's headers describe
+            self.state = DONE
+            parts.append(b"\r\n")
+            return b"".join(parts), False
+        if response.stream is not None and response.length is None and status >= 200:
+            # A streamed body of unknown length: chunked on 1.1; on 1.0 its end is the connection's.
+            if request.http_version == "1.1":
+                response.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                keep_open = False
         if not keep_open:
             parts.append(b"connection: close\r\n\r\n")
             self.state = DONE

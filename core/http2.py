@@ -8,6 +8,7 @@ and PING floods. Like `http1.py` it never touches a socket.
 """
 
 import os
+from collections import deque
 from http import HTTPStatus
 
 import h2.config
@@ -90,6 +91,44 @@ class _Outgoing:
     @property
     def done(self):
         return self.part >= len(self.response.body)
+
+    ready = True  # every byte is at hand: only flow control holds it back
+
+
+class _Streamed:
+    """A response whose body comes from a stream (proxy): the connection queues chunks as they arrive."""
+
+    __slots__ = ("request", "response", "chunks", "buffered", "ended", "sent")
+
+    def __init__(self, request, response):
+        self.request = request
+        self.response = response
+        self.chunks = deque()
+        self.buffered = 0  # bytes queued, not yet framed
+        self.ended = False  # the last chunk is queued
+        self.sent = 0
+
+    def read(self, limit):
+        chunks = self.chunks
+        if not chunks:
+            return b""
+        chunk = chunks[0]
+        if len(chunk) <= limit:
+            chunks.popleft()
+        else:
+            chunks[0] = chunk[limit:]
+            chunk = chunk[:limit]
+        self.buffered -= len(chunk)
+        self.sent += len(chunk)
+        return chunk
+
+    @property
+    def done(self):
+        return self.ended and not self.chunks
+
+    @property
+    def ready(self):
+        return bool(self.chunks) or self.ended
 
 
 class H2Connection:
@@ -255,15 +294,48 @@ class H2Connection:
         """Queue `response` on `stream_id`: headers now, body as windows allow."""
         if self.closed:
             return
+        streamed = response.stream is not None and response.length != 0
         try:
-            self._conn.send_headers(stream_id, _response_headers(response), end_stream=not response.body)
+            self._conn.send_headers(stream_id, _response_headers(response),
+                                    end_stream=not response.body and not streamed)
         except h2.exceptions.StreamClosedError:  # the peer reset it meanwhile
             self.finished.append((request, response, 0))
             return
-        if response.body:
+        if streamed:
+            self._outgoing[stream_id] = _Streamed(request, response)
+        elif response.body:
             self._outgoing[stream_id] = _Outgoing(request, response)
         else:
             self.finished.append((request, response, 0))
+
+    def stream_data(self, stream_id, data):
+        """Queue body bytes of a streamed response (dropped if the stream is gone)."""
+        outgoing = self._outgoing.get(stream_id)
+        if type(outgoing) is _Streamed:
+            outgoing.chunks.append(data)
+            outgoing.buffered += len(data)
+
+    def stream_buffered(self, stream_id):
+        """Bytes of a streamed response not yet framed, or -1 if the stream is gone (reset, connection closed)."""
+        outgoing = self._outgoing.get(stream_id)
+        return outgoing.buffered if type(outgoing) is _Streamed else -1
+
+    def end_stream(self, stream_id):
+        """A streamed response's body is complete: END_STREAM goes with its last bytes."""
+        outgoing = self._outgoing.get(stream_id)
+        if type(outgoing) is _Streamed:
+            outgoing.ended = True
+
+    def reset_stream(self, stream_id):
+        """A streamed response failed after its head: reset the stream (the client sees it cut short)."""
+        outgoing = self._outgoing.pop(stream_id, None)
+        if outgoing is None:
+            return
+        try:
+            self._conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self.finished.append((outgoing.request, outgoing.response, outgoing.sent))
 
     def refuse(self, failure, response):
         """Answer a stream Failure with a small in-memory `response`, then reset the stream if still open."""
@@ -293,7 +365,7 @@ class H2Connection:
         budget = _SEND_BUDGET
         for stream_id in list(self._outgoing):
             outgoing = self._outgoing[stream_id]
-            while budget > 0:
+            while budget > 0 and outgoing.ready:
                 window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size,
                              budget)
                 if window <= 0:
@@ -315,7 +387,10 @@ class H2Connection:
     @property
     def blocked(self):
         """True when bodies wait for the peer's window (a write timeout applies)."""
-        return bool(self._outgoing)
+        for outgoing in self._outgoing.values():
+            if outgoing.ready:
+                return True
+        return False
 
     @property
     def active(self):

@@ -25,6 +25,7 @@ class Request:
     keep_alive: bool = True  # HTTP/1 only: the peer allows another request on this connection
     authority: str | None = None  # Host header, or :authority on HTTP/2
     stream_id: int = 0  # HTTP/2 stream; 0 on HTTP/1
+    connection_info: object = None  # the connection's tls.ConnectionFacts; None on plaintext
 
     @property
     def path(self):
@@ -63,6 +64,11 @@ class Response:
     length while no body is sent). Each body part is either bytes or an
     (offset, length) range of `fd`, read with `os.pread` while writing, so big
     files are never in memory. `length` is the total size of the body parts.
+
+    A proxied response has no parts but a `stream` (proxy.Exchange): `await stream.read()` gives body
+    chunks until b"", then `stream.finish()` (or `stream.abort()` on failure); `length` is then the body's
+    size or None when unknown (HTTP/1.1 sends it chunked). After a 101 (or an HTTP/2 200 to an extended
+    CONNECT) with `stream.upgraded`, the stream is a tunnel: `stream.write(bytes)` sends to the upstream.
     """
 
     status: int
@@ -71,3 +77,5 @@ class Response:
     length: int = 0
     fd: int = -1
     close: bool = False  # close the connection once this response is written
+    stream: object = None  # a streamed body (proxy), instead of `body`
+    chunked: bool = False  # set by http1: the streamed body goes out in chunked encoding

@@ -158,6 +158,16 @@ class RequestContext:
         return self._field(lib.ZS_FIELD_QUERY)
 
     @property
+    def scheme(self):
+        """"http" or "https"."""
+        return self._field(lib.ZS_FIELD_SCHEME)
+
+    @property
+    def connection_info(self):
+        """The JSON text zs_connection_info answers ("" until set_connection_info)."""
+        return self._field(lib.ZS_FIELD_CONNECTION_INFO)
+
+    @property
     def changed(self):
         """CHANGED_METHOD | CHANGED_URI | CHANGED_HEADERS | URI_INVALID bits."""
         return lib.zs_reqctx_changed(self._ctx)
@@ -256,6 +266,11 @@ class ScriptState:
         """The response body (bytes)."""
         lib.zs_scriptrun_body(self._sr, self._ptr, self._len)
         return ffi.unpack(self._ptr[0], self._len[0])
+
+    def respond(self, status, body=b""):
+        """Sets the outcome to respond with `status` (outside 100..999 is 500) and `body` (bytes), as zs_respond."""
+        if lib.zs_scriptrun_respond(self._sr, status, body, len(body)) < 0:
+            raise MemoryError("cannot store the script's response body")
 
     @property
     def proxy_url(self):

@@ -46,7 +46,8 @@ def serve(config):
     world = World.build(config)
     log_error(f"loaded {world.site.file_count} entries from {config.site_path} "
               f"({world.site.total_bytes} bytes)")
-    if own is not None:
+    # A plugin may have replaced the self-signed certificate (tls_ech's --cert-dir); then it is not served.
+    if own is not None and str(world.tls.identity.cert_path) == str(own.cert_path):
         log_error(f"HTTPS certificate: self-signed for localhost and 127.0.0.1, "
                   f"{'created' if own.created else 'kept'} in {own.cert_path.parent} (SHA-256 {own.fingerprint})")
     reservations = [_reserve(config.addr, "--addr")]

@@ -12,11 +12,13 @@ BoringSSL calls from inside SSL_do_handshake; they find their Python objects thr
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import pathlib
 import threading
 import time
+from dataclasses import dataclass
 
 from zeroserve.core.errors import ConfigError, TLSError
 from zeroserve.native.boringssl import (
@@ -312,16 +314,19 @@ class TLSConfigBuilder:
     Plugins may replace `identity`, set `ech_keys` (an SSL_ECH_KEYS * made with the binding), and add
     ClientHello inspectors: `inspector(session, hello)` runs on every handshake, in the order added; it may
     call session.use_identity_of(context) for a ServerContext it made with the same ticket_keys, or raise
-    to refuse the handshake (the exception comes out of TLSSession.receive unchanged).
+    to refuse the handshake (the exception comes out of TLSSession.receive unchanged). They may also set
+    `connection_info(session, handshake_bytes) -> ConnectionFacts`, which each connection calls once when
+    its handshake completes (default: basic_connection_facts).
     """
 
-    __slots__ = ("identity", "ticket_keys", "ech_keys", "inspectors")
+    __slots__ = ("identity", "ticket_keys", "ech_keys", "inspectors", "connection_info")
 
     def __init__(self, identity, ticket_keys):
         self.identity = identity
         self.ticket_keys = ticket_keys
         self.ech_keys = None
         self.inspectors = []
+        self.connection_info = basic_connection_facts
 
     def add_inspector(self, inspector):
         """Run inspector(session, hello) on every ClientHello, after those added before it."""
@@ -338,7 +343,31 @@ class TLSConfigBuilder:
             def on_client_hello(session, hello):
                 for inspector in inspectors:
                     inspector(session, hello)
-        return ServerContext(self.identity, self.ticket_keys, on_client_hello=on_client_hello, ech_keys=self.ech_keys)
+        return ServerContext(self.identity, self.ticket_keys, on_client_hello=on_client_hello, ech_keys=self.ech_keys,
+                             connection_info=self.connection_info)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFacts:
+    """What a finished TLS handshake tells scripts and the access log; `info_json` is zs_connection_info."""
+
+    ja4: str | None
+    ja4_r: str | None
+    info_json: str
+
+
+def basic_connection_facts(session, handshake_bytes=b""):
+    """ConnectionFacts without a fingerprint: TLS, ALPN and SNI (the same name inside and outside)."""
+    info = {
+        "tls": True,
+        "tls_handshake_complete": session.handshake_complete,
+        "alpn": session.alpn,
+        "sni": {"inner": session.sni, "outer": session.sni},
+        "ech": None,
+        "fingerprint": {"ja4": None, "ja4_r": None},
+        "tls_client": {"certificate": None, "chain_fingerprints_sha256": []},
+    }
+    return ConnectionFacts(None, None, json.dumps(info, separators=(",", ":")))
 
 
 class ServerContext:
@@ -349,15 +378,18 @@ class ServerContext:
     `on_client_hello(session, hello)` runs for every handshake before certificate selection (it may call
     session.use_identity_of(other_context) or raise to refuse the handshake; the exception comes out of
     TLSSession.receive unchanged), and `ech_keys` is an `SSL_ECH_KEYS *` built with the binding.
+    `connection_info(session, handshake_bytes)` gives a finished handshake's ConnectionFacts.
     A context is immutable once made; a reload makes a new one, and sessions keep the context they began with.
     """
 
-    __slots__ = ("ctx", "identity", "ticket_keys", "on_client_hello", "_ticket_keys_handle")
+    __slots__ = ("ctx", "identity", "ticket_keys", "on_client_hello", "connection_info", "_ticket_keys_handle")
 
-    def __init__(self, identity, ticket_keys, *, on_client_hello=None, ech_keys=None):
+    def __init__(self, identity, ticket_keys, *, on_client_hello=None, ech_keys=None,
+                 connection_info=basic_connection_facts):
         self.identity = identity
         self.ticket_keys = ticket_keys
         self.on_client_hello = on_client_hello
+        self.connection_info = connection_info
         ctx = self.ctx = _new_ctx()
         check(lib.SSL_CTX_set_min_proto_version(ctx, lib.TLS1_3_VERSION), "SSL_CTX_set_min_proto_version")
         check(lib.SSL_CTX_set_max_proto_version(ctx, lib.TLS1_3_VERSION), "SSL_CTX_set_max_proto_version")

@@ -118,7 +118,7 @@ def _build_tls(config, plugins, previous_tls):
     ticket_keys = previous_tls.ticket_keys if previous_tls is not None else TicketKeys()
     try:
         builder = TLSConfigBuilder(Identity.load(config.cert, config.key), ticket_keys)
-        plugins.hook.zeroserve_configure_tls(tls=builder, config=config)
+        plugins.hook.zeroserve_configure_tls(tls=builder, config=config, plugins=plugins)
         return builder.build()
     except (ConfigError, TLSError) as error:
         if previous_tls is None:

@@ -113,5 +113,15 @@ class HelperCall:
         """Sets request metadata ``key`` (trimmed, non-empty) to ``value``."""
         self.context.set_meta(key, value)
 
+    def respond(self, status, headers, body):
+        """Makes the script's outcome this response, as zs_respond does, with response headers.
+
+        ``headers`` is [(name, value)] as str; a name may repeat (two Set-Cookie lines). ``body`` is bytes.
+        The script goes on running after the helper returns; the response is sent when the chain ends
+        with it (zs_abort still wins).
+        """
+        self.run.state.respond(status, body)
+        self.chain_state.response_headers = [(name.lower(), value) for name, value in headers]
+
 
 __all__ = ["HelperCall", "HelperError", "HelperSpec", "hookimpl"]

@@ -559,6 +559,11 @@ unsigned zs_response_status(uint64_t status)
     return status >= 100 && status <= 999 ? (unsigned)status : 500;
 }
 
+int zs_scriptrun_respond(struct zs_scriptrun *sr, unsigned status, const char *body, size_t len)
+{
+    return zs_set_response(sr, zs_response_status(status), body, len);
+}
+
 int zs_set_response(struct zs_scriptrun *sr, unsigned status, const char *body, size_t len)
 {
     sr->body.len = 0;

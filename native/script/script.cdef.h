@@ -58,6 +58,7 @@ int zs_scriptrun_outcome(const struct zs_scriptrun *sr);
 unsigned zs_scriptrun_status(const struct zs_scriptrun *sr);
 void zs_scriptrun_body(const struct zs_scriptrun *sr, const char **body, size_t *len);
 void zs_scriptrun_proxy_url(const struct zs_scriptrun *sr, const char **url, size_t *len);
+int zs_scriptrun_respond(struct zs_scriptrun *sr, unsigned status, const char *body, size_t len);
 void zs_scriptrun_log_lines(const struct zs_scriptrun *sr, const char **lines, size_t *len);
 void zs_scriptrun_log_clear(struct zs_scriptrun *sr);
 int64_t zs_script_json_parse(struct zs_run *run, const char *text, size_t len);

@@ -154,6 +154,9 @@ int zs_scriptrun_outcome(const struct zs_scriptrun *sr);
 unsigned zs_scriptrun_status(const struct zs_scriptrun *sr);
 void zs_scriptrun_body(const struct zs_scriptrun *sr, const char **body, size_t *len);
 void zs_scriptrun_proxy_url(const struct zs_scriptrun *sr, const char **url, size_t *len);
+/* Sets the run's outcome to respond, as zs_respond does, for a host helper: status (outside
+ * 100..999 becomes 500) and a copy of body; 0, or -1 out of memory. */
+int zs_scriptrun_respond(struct zs_scriptrun *sr, unsigned status, const char *body, size_t len);
 /* Finished log lines, each ending in '\n', control and non-ASCII bytes
  * replaced by '?'; zs_scriptrun_log_clear drops them. */
 void zs_scriptrun_log_lines(const struct zs_scriptrun *sr, const char **lines, size_t *len);

@@ -11,9 +11,7 @@ import asyncio
 import json
 import logging
 
-from zeroserve.core.script_abi import RESPONSE_HEADER_PREFIX, core_helper_defs
 from zeroserve.core.upstream import UpstreamOptions, Upstreams
-from zeroserve.native._zsvm import lib
 from zeroserve.plugins.oidc import flow
 from zeroserve.plugins.oidc.discovery import Discovery
 from zeroserve.plugins.oidc.http import ProviderClient
@@ -21,8 +19,6 @@ from zeroserve.plugins.oidc.http import ProviderClient
 log = logging.getLogger("zeroserve.oidc")
 
 CONFIG_ERROR = -1
-# The core helper that sets a script's response (status and body); see `answer`.
-_RESPOND, _RESPOND_COOKIE = core_helper_defs()["zs_respond"]
 
 
 class Runtime:
@@ -70,24 +66,12 @@ def _cookie_header(call):
 
 
 def _secure(call):
-    return call.context._field(lib.ZS_FIELD_SCHEME) == "https"
+    return call.context.scheme == "https"
 
 
 def answer(call, reply):
-    """Make `reply` the script's response: status and body as zs_respond sets them, headers as metadata.
-
-    Response headers reach the client through `zs.response.header.<name>`
-    metadata, which holds one value per name: of repeated headers (the
-    callback's two Set-Cookie lines) only the first is sent.
-    """
-    seen = set()
-    for name, value in reply.headers:
-        if name not in seen:
-            seen.add(name)
-            call.meta_set(RESPONSE_HEADER_PREFIX + name, value)
-    body = reply.body
-    address = call.run.alloc(body) if body else 0
-    _RESPOND(call.run._run, _RESPOND_COOKIE, reply.status, address, len(body), 0, 0)
+    """Make `reply` the script's response, every header kept (the callback's two Set-Cookie lines)."""
+    call.respond(reply.status, reply.headers, reply.body)
     return 0
 
 

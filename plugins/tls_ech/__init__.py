@@ -20,9 +20,11 @@ def zeroserve_configure(config):
 
 
 @hookimpl
-def zeroserve_configure_tls(tls, config):
+def zeroserve_configure_tls(tls, config, plugins):
     if configure.active(config.options):
-        configure.configure_tls(tls, config.options)
+        hook = plugins.hook.zeroserve_tls_client_hello
+        # Without an implementation, skip the per-handshake JA4 the hook's argument would cost.
+        configure.configure_tls(tls, config.options, choose=hook if hook.get_hookimpls() else None)
 
 
 @hookimpl

@@ -2,11 +2,12 @@
 
 import base64
 import datetime
+import functools
 import logging
 
 from zeroserve.plugins.tls_ech import echconfig
 from zeroserve.plugins.tls_ech.certdir import CertDirectory
-from zeroserve.plugins.tls_ech.handshake import HandshakePolicy, identity_dns_names
+from zeroserve.plugins.tls_ech.handshake import HandshakePolicy, connection_facts, identity_dns_names
 from zeroserve.plugins.tls_ech.relay import RelaySettings
 
 log = logging.getLogger("zeroserve.plugins.tls_ech")
@@ -78,4 +79,6 @@ def configure_tls(tls, options, choose=None):
         choose=choose,
     )
     tls.add_inspector(policy)
-    return echconfig.public_names(keys)
+    names = echconfig.public_names(keys)
+    tls.connection_info = functools.partial(connection_facts, public_names=names)
+    return names

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from zeroserve.core.errors import TLSError
+from zeroserve.core.tls import ConnectionFacts
 from zeroserve.plugins.tls_ech.certdir import dns_names, name_matches
 from zeroserve.plugins.tls_ech.clienthello import ClientHelloReader, MalformedClientHello, parse_client_hello
 from zeroserve.plugins.tls_ech.ja4 import fingerprint
@@ -41,7 +42,7 @@ class ClientHelloInfo:
 class HandshakePolicy:
     """The inspector added to the TLS configuration: certificate choice, refusal and relay per ClientHello.
 
-    `choose(info)` (the zeroserve_tls_client_hello hook) runs first when given: it returns a ServerContext
+    `choose(hello=info)` (the zeroserve_tls_client_hello hook caller) runs first when given: it returns a ServerContext
     whose certificate serves the handshake, or None to leave the choice to --cert-dir / --cert, and it
     raises TLSError to refuse the connection.
     """
@@ -63,7 +64,7 @@ class HandshakePolicy:
             prints = fingerprint(parse_client_hello(hello.raw))
             info = ClientHelloInfo(name, tuple(hello.alpn_offered), prints.ja4, prints.ja4_r,
                                    session.ech_accepted, hello.raw)
-            chosen = self.choose(info)
+            chosen = self.choose(hello=info)
             if chosen is not None:
                 session.use_identity_of(chosen)
                 return
@@ -83,15 +84,6 @@ class HandshakePolicy:
         if self.cert_dir is not None:
             raise TLSError(f"no certificate in --cert-dir {self.cert_dir.directory} covers "
                            f"{name if name else 'clients without SNI (every certificate has expired)'}")
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionFacts:
-    """What a finished TLS handshake tells scripts: JA4, names, ECH; `info_json` is zs_connection_info."""
-
-    ja4: str | None
-    ja4_r: str | None
-    info_json: str
 
 
 def _outer_name(wire):

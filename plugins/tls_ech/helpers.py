@@ -2,11 +2,9 @@
 
 import json
 
-from zeroserve.native._zsvm import lib
-
 
 def zs_tls_ja4(call, out, out_len, *_):
     """Write the JA4 fingerprint of the client's ClientHello as a C string ("" on plaintext)."""
-    text = call.context._field(lib.ZS_FIELD_CONNECTION_INFO)
+    text = call.context.connection_info
     ja4 = json.loads(text)["fingerprint"]["ja4"] if text else None
     return call.write_cstring(out, out_len, (ja4 or "").encode("ascii"))

@@ -131,11 +131,15 @@ def test_oidc_server_protected_page_redirects_to_the_provider(site):
 
 
 def test_oidc_server_login_shows_the_users_email(site):
-    """After the provider's login the callback sends the user back with a session, and the page shows the email."""
+    """After the provider's login the callback sets the session, clears the state cookie, and the page shows the email."""
     callback, state_cookie = site.login("/?from=test")
     status, headers, _ = site.get(callback, state_cookie)
     assert status == 302 and header(headers, "location") == "/?from=test"
-    session = header(headers, "set-cookie")
+    cookies = [value for name, value in headers if name == "set-cookie"]
+    assert len(cookies) == 2, cookies
+    session = next(value for value in cookies if value.startswith("__zs_oidc_session="))
+    cleared = next(value for value in cookies if value.startswith("__zs_oidc_state="))
+    assert cleared.startswith("__zs_oidc_state=;") and "Max-Age=0" in cleared
     for attribute in ("__zs_oidc_session=", "HttpOnly", "SameSite=Lax", "Secure", "Max-Age=3600"):
         assert attribute in session
     status, _, body = site.get("/", cookie_pair(session))

@@ -559,24 +559,35 @@ def test_tls_ech_ja4_of_bssl_tool_differs_from_curl(plain_server, pki):
 # The zeroserve_tls_client_hello hook
 
 
-def test_tls_ech_client_hello_hook_chooses_or_refuses(pki, tmp_path):
+def test_hook_tls_client_hello(pki, tmp_path):
     """The hook sees SNI, ALPN and JA4; its context serves the handshake, its TLSError refuses it, None defers."""
+    import zeroserve.plugins.tls_ech as plugin
+    from zeroserve.core.plugins import build_plugin_manager
     from zeroserve.core.tls import ServerContext
+    from zeroserve.sdk import hookimpl
 
     ticket_keys = TicketKeys()
     cert, key = pki.write_pair(tmp_path / "chosen", "chosen", "chosen", ["hooked.test"])
     chosen = ServerContext(Identity.load(cert, key), ticket_keys)
     seen = []
 
-    def choose(info):
-        seen.append(info)
-        if info.sni == "blocked.test":
-            raise TLSError("refused by the hook")
-        return chosen if info.sni == "hooked.test" else None
+    class Chooser:
+        @hookimpl
+        def zeroserve_tls_client_hello(self, hello):
+            seen.append(hello)
+            if hello.sni == "blocked.test":
+                raise TLSError("refused by the hook")
+            return chosen if hello.sni == "hooked.test" else None
 
+    pm = build_plugin_manager([])
+    pm.register(Chooser(), name="chooser")
     default_cert, default_key = pki.write_pair(tmp_path / "default", "default", "default", ["localhost"])
     builder = TLSConfigBuilder(Identity.load(default_cert, default_key), ticket_keys)
-    configure.configure_tls(builder, options(), choose=choose)
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    keygen(keys_dir / "k.pem")
+    plugin.zeroserve_configure_tls(tls=builder, config=argparse.Namespace(options=options(ech_key=str(keys_dir))),
+                                   plugins=pm)
     server = FactsServer(builder.build())
     try:
         _, hooked = bssl_client(server.port, "hooked.test")

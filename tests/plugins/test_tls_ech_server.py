@@ -10,8 +10,11 @@ import time
 
 import pytest
 
-from harness import ServerProcess, build_site
+from harness import ServerProcess, build_site, write_tree
 from test_tls_ech import PKI, bssl_client, keygen, served_subject
+from test_tls_ech_scripts import REPORT_SCRIPT
+from zeroserve.core import pack
+from zeroserve.core.compile import ScriptCompiler
 
 TIMEOUT = 20
 
@@ -36,6 +39,42 @@ def server(material):
                             "--cert-dir", str(base / "certs"), "--ech-key", str(base / "keys")).start()
     yield process
     process.stop()
+
+
+JA4 = r"t[0-9sd]{2}[di][0-9]{4}[A-Za-z0-9]{2}_[0-9a-f]{12}_[0-9a-f]{12}"
+
+
+@pytest.fixture(scope="module")
+def script_server(material):
+    """A server whose script reports zs_tls_ja4 and zs_connection_info; the plugin enabled by its flags alone."""
+    base, _, _, _ = material
+    write_tree(base / "script-src", {"index.html": "unused\n", ".zeroserve/scripts/report.c": REPORT_SCRIPT})
+    tar = base / "script-site.tar"
+    pack.build(base / "script-src", tar, compiler=ScriptCompiler.find(None))
+    process = ServerProcess(tar, "--tls-addr", "127.0.0.1:0", "--cert-dir", str(base / "certs"),
+                            "--ech-key", str(base / "keys" / "1-first.pem")).start()
+    yield process
+    process.stop()
+
+
+def test_tls_ech_server_script_reads_ja4_and_connection_info(script_server, material):
+    """Over ECH a script reads the JA4 from zs_tls_ja4 and zs_connection_info, both names and ECH accepted."""
+    _, pki, _, first_list = material
+    _, out = bssl_client(script_server.tls_port, "secret.example", first_list, pki.ca_path)
+    assert "Encrypted ClientHello: yes" in out
+    match = re.search(rf"^({JA4})\|({JA4})\|secret\.example\|public\.example\|y", out, re.MULTILINE)
+    assert match is not None, out
+    assert match.group(1) == match.group(2)
+
+
+def test_tls_ech_server_access_log_shows_ja4(script_server, material):
+    """The access line of a TLS request ends with the connection's JA4; no self-signed certificate is announced."""
+    _, pki, _, _ = material
+    start = len(script_server.lines)
+    _, out = bssl_client(script_server.tls_port, "site-a.test", ca=pki.ca_path)
+    ja4 = re.search(rf"^({JA4})\|", out, re.MULTILINE).group(1)
+    script_server.wait_for(rf"^\[request\] .* GET / 200 .* HTTP/1\.1 ja4={ja4}$", start=start)
+    assert not any("self-signed" in line for line in script_server.lines)
 
 
 def curl_https(server, pki, host):
