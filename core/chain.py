@@ -214,6 +214,7 @@ class ScriptChain:
     def rerun(self, state):
         """Run the request scripts again on the same request and metadata (after zs_res_continue_request)."""
         state.rerun = False
+        state.response_headers = ()  # a new run decides its own response
         return self._run_scripts(state)
 
     def _run_scripts(self, state):

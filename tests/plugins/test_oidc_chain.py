@@ -1,8 +1,8 @@
 """The zs_oidc_* helpers called by the sso example script in the real script chain, against a real oidc-provider.
 
 The chain runs in this process (no HTTP server in between), so these tests
-show what the helpers leave for the response: the script's outcome and the
-`zs.response.header.*` metadata.
+show what the helpers leave for the response: the script's outcome and its
+response headers (HelperCall.respond), where Set-Cookie may repeat.
 """
 
 import asyncio
@@ -22,8 +22,6 @@ from zeroserve.core.plugins import build_helper_table, build_plugin_manager
 from zeroserve.core.site import Site
 
 ORIGIN = "https://localhost:4443"
-LOCATION = "zs.response.header.location"
-SET_COOKIE = "zs.response.header.set-cookie"
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +57,13 @@ async def request(world, path, query="", cookie=""):
     return await result if inspect.isawaitable(result) else result
 
 
+def header_of(result, name):
+    """The first response header `name` the helpers set."""
+    return next(value for key, value in result.response_headers if key == name)
+
+
 def cookie_of(result):
-    return dict(result.metadata)[SET_COOKIE].split(";", 1)[0]
+    return header_of(result, "set-cookie").split(";", 1)[0]
 
 
 def test_oidc_chain_login_session_and_logout(world, provider):
@@ -68,19 +71,19 @@ def test_oidc_chain_login_session_and_logout(world, provider):
     async def scenario():
         begin = await request(world, "/private")
         assert (begin.kind, begin.status) == (RESPOND, 302)
-        location = dict(begin.metadata)[LOCATION]
+        location = header_of(begin, "location")
         assert location.startswith(provider.issuer + "/auth?response_type=code&client_id=zeroserve")
         callback = await asyncio.to_thread(sign_in, location, ORIGIN + "/callback")
         done = await request(world, "/callback", callback.split("?", 1)[1], cookie_of(begin))
-        assert (done.kind, done.status, dict(done.metadata)[LOCATION]) == (RESPOND, 302, "/private")
+        assert (done.kind, done.status, header_of(done, "location")) == (RESPOND, 302, "/private")
         session = cookie_of(done)
         page = await request(world, "/", cookie=session)
         assert page.kind == NONE
         assert dict(page.metadata)["user.email"] == "alice@example.test"
         out = await request(world, "/logout", cookie=session)
         assert (out.kind, out.status) == (RESPOND, 302)
-        assert dict(out.metadata)[LOCATION].startswith(provider.issuer + "/session/end?client_id=zeroserve&id_token_hint=")
-        assert dict(out.metadata)[SET_COOKIE].startswith("__zs_oidc_session=;")
+        assert header_of(out, "location").startswith(provider.issuer + "/session/end?client_id=zeroserve&id_token_hint=")
+        assert header_of(out, "set-cookie").startswith("__zs_oidc_session=;")
     asyncio.run(scenario())
 
 

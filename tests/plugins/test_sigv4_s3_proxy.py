@@ -39,7 +39,7 @@ MOTO_SERVER = pathlib.Path(sys.executable).with_name("moto_server")
 UPLOAD_SCRIPT = """\
 #include "zeroserve.h"
 
-/* PUT of an object: proxied to the bucket and signed (its body is streamed). */
+/* PUT of an object: proxied to the bucket and signed. */
 ZS_ENTRY zs_u64 entry(void)
 {
     char method[8];
@@ -233,9 +233,12 @@ def test_sigv4_s3_proxy_get_returns_the_private_object(server):
 
 def test_sigv4_s3_proxy_head_returns_length_without_body(server):
     """A signed HEAD returns the object's length and ETag and no body."""
-    status, headers, body = fetch(server.url("/docs/hello.txt"), "-I")
-    assert status == 200 and int(headers["content-length"]) == len(OBJECT) and headers["etag"]
-    assert body == b""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("HEAD", "/docs/hello.txt")
+    response = connection.getresponse()
+    assert response.status == 200 and int(response.getheader("content-length")) == len(OBJECT)
+    assert response.getheader("etag") and response.read() == b""
+    connection.close()
 
 
 def test_sigv4_s3_proxy_range_passes_through(server):
@@ -257,14 +260,15 @@ def test_sigv4_s3_proxy_missing_object_is_the_buckets_404(server):
     assert status == 404 and b"NoSuchKey" in body
 
 
-def test_sigv4_s3_proxy_put_uploads_with_unsigned_payload(server, moto):
-    """A PUT is streamed to the bucket signed UNSIGNED-PAYLOAD and the object is stored."""
-    data = b"uploaded through zeroserve\n" * 100
+@pytest.mark.parametrize("size", [2700, 1000 * 1000])
+def test_sigv4_s3_proxy_put_uploads_the_object(server, moto, size):
+    """A PUT is proxied signed, its body (which the server buffers) hashed, and moto stores it intact."""
+    data = (b"uploaded through zeroserve\n" * (size // 27 + 1))[:size]
     result = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{response_code}", "-X", "PUT",
-                             "--data-binary", "@-", server.url("/uploads/new.bin")], input=data,
-                            capture_output=True, timeout=20)
+                             "-H", "Content-Type: application/octet-stream", "--data-binary", "@-",
+                             server.url(f"/uploads/{size}.bin")], input=data, capture_output=True, timeout=30)
     assert result.stdout == b"200"
-    assert moto[3].get_object(Bucket=BUCKET, Key="uploads/new.bin")["Body"].read() == data
+    assert moto[3].get_object(Bucket=BUCKET, Key=f"uploads/{size}.bin")["Body"].read() == data
 
 
 def test_sigv4_s3_example_refuses_other_methods_and_the_listing(server):
