@@ -162,7 +162,9 @@ class Overtime(Exception):
 class ScriptChain:
     """The scripts of one world, loaded and verified, and how to run them on a request."""
 
-    def __init__(self, scripts, options):
+    def __init__(self, scripts, options, helper_table=None):
+        # The table owns the C helpers' cookies: it lives as long as the programs that call them.
+        self.helper_table = helper_table
         self.scripts = {script.name: script for script in scripts}
         self.request_scripts = tuple(s for s in scripts if s.request_entry is not None)
         self.options = options
@@ -182,7 +184,7 @@ class ScriptChain:
                 error = helper_table.explain_load_error(error)
                 raise ScriptLoadError(f"script '{name}': {error}") from None
             scripts.append(script)
-        return cls(scripts, options)
+        return cls(scripts, options, helper_table)
 
     def __bool__(self):
         return bool(self.request_scripts)

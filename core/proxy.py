@@ -124,11 +124,6 @@ class Exchange:
         self._upload = upload  # the task still sending the request body, or None
         self._timeout = upstreams.options.body_timeout
 
-    @property
-    def upstream(self):
-        """The target URL, for log lines."""
-        return self._connection.target.url
-
     async def read(self):
         """The next body chunk (b"" at the end); raises UpstreamError on a failure or after the body timeout."""
         return await self._connection.read_body(self._timeout)

@@ -189,7 +189,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False  # the upstream closed, or we did
         self._error = None  # an UpstreamError for the next wait
         self.reused = False  # taken from the pool for this exchange
-        self.idle_since = 0.0
         self._idle_timer = None
         # The current exchange.
         self._head_only = False  # HEAD request: the response has no body whatever it announces
@@ -516,7 +515,6 @@ class Pool:
         stack = self._idle.setdefault(connection.target.key, [])
         if len(stack) >= self._options.max_idle:
             stack.pop(0).close()
-        connection.idle_since = self._loop.time()
         connection._idle_timer = self._loop.call_later(self._options.idle_timeout, self._expire, connection)
         stack.append(connection)
 

@@ -16,11 +16,6 @@ from zeroserve.sdk import HelperSpec, hookimpl
 
 log = logging.getLogger("zeroserve.sigv4")
 
-# The helpers' cookies, one per distinct set of credentials, kept for the process's life: a world's
-# programs hold only the raw pointer, and a reload may rotate keys while the old world still serves.
-_cookies = {}
-
-
 def _profile(config):
     return getattr(config.options, "aws_profile", None)
 
@@ -45,9 +40,8 @@ def zeroserve_register_helpers(config):
                     "zs_aws_sign_request will answer -1")
     else:
         log.info("sigv4: signing with AWS credentials from %s", credentials.source)
-    cookie = _cookies.get(credentials)
-    if cookie is None:
-        cookie = _cookies[credentials] = c_credentials(credentials)
+    # The world's helper table keeps the cookie alive as long as the programs that use it.
+    cookie = c_credentials(credentials)
     return [HelperSpec(name, c_function=function, c_cookie=cookie) for name, function in helper_functions().items()]
 
 
