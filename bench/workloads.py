@@ -127,6 +127,23 @@ content_by_lua_block {
 }"""
 
 
+# (ratelimit) Every request checked against its client address's token bucket, with a limit far above what
+# the client sends, so the run measures the check: zs_rate_limit on zeroserve, limit_req on nginx.
+_RATELIMIT_SCRIPT = r"""#include "zeroserve.h"
+
+ZS_ENTRY zs_u64 entry(void)
+{
+    char peer[64];
+    zs_req_peer(peer, sizeof peer);
+    char *port = zs_strrchr(peer, ':');
+    if (port)
+        *port = '\0';
+    if (zs_rate_limit(ZS_STR(peer), 1000000, 0, 0) != ZS_RATE_LIMIT_ALLOWED)
+        zs_respond(429, ZS_STR("Too Many Requests\n"));
+    return 0;
+}
+"""
+
 WORKLOADS: tuple[Workload, ...] = (
     static_file("a", "static file, 174 B", "small.html", _html_of_size(174)),
     static_file("b", "static file, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
@@ -161,6 +178,17 @@ WORKLOADS: tuple[Workload, ...] = (
         request_headers=("Connection: close",),
         client="wrk",
         tls=True,
+    ),
+    Workload(
+        name="ratelimit",
+        title="static 174 B, rate-limited by client IP (nginx: limit_req)",
+        site=MappingProxyType({"small.html": _html_of_size(174)}),
+        path="/small.html",
+        expected_body=_html_of_size(174),
+        zeroserve_scripts=MappingProxyType({"10-ratelimit.c": _RATELIMIT_SCRIPT}),
+        zeroserve_flags=("--plugins", "ratelimit"),
+        nginx_http="limit_req_zone $binary_remote_addr zone=per_ip:10m rate=1000000r/s;\nlimit_req_status 429;",
+        nginx_location="limit_req zone=per_ip burst=1000000 nodelay;",
     ),
 )
 

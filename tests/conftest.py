@@ -4,6 +4,7 @@ import pytest
 
 from harness import EXAMPLE_SITE, build_site, start_server
 from zeroserve.core import pack
+from zeroserve.core.compile import ScriptCompiler
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def make_site(tmp_path_factory):
         output = base / f"site-{next(counter)}.tar"
         if isinstance(source, dict):
             return build_site(base / "src", source, output)
-        pack.build(source, output)
+        pack.build(source, output, compiler=ScriptCompiler.find(None))
         return output
 
     return make

@@ -15,7 +15,9 @@ from zeroserve.core.errors import ConfigError, ScriptCompileError
 from zeroserve.vm import DONE, Program
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((REPO / "examples" / "scripts").glob("*.c"))
+# The SDK examples, and the scripts of the example site.
+EXAMPLES = sorted([*(REPO / "examples" / "scripts").glob("*.c"),
+                   *(REPO / "examples" / "site" / ".zeroserve" / "scripts").glob("*.c")])
 COMPILERS = ("clang", "zig")
 
 ET_REL = 1

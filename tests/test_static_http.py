@@ -1,6 +1,7 @@
 """Static semantics end to end with curl over HTTP/1.1 and h2c: status codes, ranges, 304, HEAD, 404, 405, gzip."""
 
 import gzip
+import json
 
 import pytest
 
@@ -194,3 +195,16 @@ def test_static_example_site_serves_every_asset(request, example_tar, proto):
         assert response.headers["content-type"] == content_type, path
     missing = fetch(site.url("/missing"), proto)
     assert missing.status == 404 and b"404" in missing.body
+
+
+def test_static_example_site_runs_its_scripts(request, example_tar):
+    """The example site's scripts add headers, answer /api/hello with JSON and fill the welcome page."""
+    site = start_server(request, example_tar)
+    home = fetch(site.url("/"), "--http1.1")
+    assert home.headers["x-content-type-options"] == "nosniff"
+    api = fetch(site.url("/api/hello?name=Ada"), "--http1.1")
+    assert api.status == 200 and api.headers["content-type"] == "application/json"
+    assert json.loads(api.body)["greeting"] == "hello, Ada"
+    welcome = fetch(site.url("/welcome/"), "--http1.1")
+    assert welcome.status == 200
+    assert b"Welcome, 127.0.0.1" in welcome.body and b"<zs-meta>" not in welcome.body
