@@ -397,9 +397,10 @@ extern zs_s64 zs_reverse_proxy(const char *url, zs_u64 url_len);
 
 /* ========================== helpers provided by the ratelimit plugin */
 
-/* Fixed-window counters for key (1..256 bytes) with per-second, per-minute
- * and per-hour limits (0 = unlimited). Returns ZS_RATE_LIMIT_*, -1 on a bad
- * key. Denied calls are not counted. */
+/* Token buckets (GCRA) for key (1..256 bytes): per-second, per-minute and
+ * per-hour limits, each refilling at its rate with a burst equal to the limit
+ * (0 = unlimited). Returns ZS_RATE_LIMIT_* (the first limit exceeded, checked
+ * second, minute, hour), -1 on a bad key. Denied calls take nothing. */
 extern zs_s64 zs_rate_limit(const void *key, zs_u64 key_len, zs_u64 per_second,
                             zs_u64 per_minute, zs_u64 per_hour);
 /* Token bucket for key (1..256 bytes): refills rate_per_sec_milli / 1000
