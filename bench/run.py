@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ STARTERS = {"zeroserve": zeroserve_server.start, "nginx": nginx.start}
 SATURATED = 0.95  # a CPU share above this means that side's core was the limit
 DISTURBED = 0.10  # this much of the two cores going to anything else makes a run suspect
 IDLE_SETTLE_S = 1.0  # time a server gets after it opens its port before its memory is read
+ORIGIN_TRANSPORT = Transport(tls=False, client="wrk")  # how both servers reach a proxying workload's origin
 
 
 class WrongAnswerError(RuntimeError):
@@ -52,6 +54,7 @@ class Measurement:
     client_cpu: float
     other_cpu: float  # share of the server and client cores used by anything else (other processes, steal)
     failures: int
+    origin_cpu: float = 0.0  # the proxied-to origin nginx's share of the server core (0 without an origin)
 
     @property
     def requests_per_core_s(self) -> float:
@@ -150,17 +153,39 @@ def check_response(server: RunningServer, workload: Workload, transport: Transpo
     )
 
 
+@contextmanager
+def origin_for(workload: Workload, site: Path, workdir: Path, cpu: int):
+    """Yields (workload with ORIGIN filled in, origin server) for a proxying workload, else (workload, None).
+
+    The origin is a keep-alive nginx serving `site`, pinned to the server core like the servers proxying to it,
+    and started once for the workload so both servers meet the same origin.
+    """
+    if not workload.origin:
+        yield workload, None
+        return
+    served = Workload(name=workload.name, title=f"origin of {workload.name}", site=workload.site, path=workload.path)
+    origin = nginx.start("origin", served, ORIGIN_TRANSPORT, site, workdir, cpu, None)
+    try:
+        yield workload.with_origin(f"127.0.0.1:{origin.port}"), origin
+    finally:
+        origin.process.stop()
+
+
 def measure_once(
     server: RunningServer, workload: Workload, transport: Transport, settings: load.LoadSettings, seconds: int,
-    scratch: Path, round_: int,
+    scratch: Path, round_: int, origin: RunningServer | None = None,
 ) -> Measurement:
-    """Loads one server for one measured run while metering its CPU."""
+    """Loads one server for one measured run while metering its CPU (and its origin's, when it proxies)."""
     server_meter, core_meter = CpuMeter(server.process.pid), CoreMeter((server.process.cpu, settings.cpu))
+    origin_meter = CpuMeter(origin.process.pid) if origin is not None else None
     server_meter.start()
+    if origin_meter is not None:
+        origin_meter.start()
     core_meter.start()
     run = load.run(workload, transport, server.port, seconds, settings, scratch)
     cores_busy = core_meter.stop()
     server_cpu = server_meter.stop()
+    origin_cpu = origin_meter.stop() if origin_meter is not None else 0.0
     return Measurement(
         server=server.label,
         round=round_,
@@ -168,8 +193,9 @@ def measure_once(
         p99_ms=run.result.p99_ms,
         server_cpu=server_cpu,
         client_cpu=run.client_cpu,
-        other_cpu=max(0.0, cores_busy - server_cpu - run.client_cpu),
+        other_cpu=max(0.0, cores_busy - server_cpu - run.client_cpu - origin_cpu),
         failures=run.result.failures,
+        origin_cpu=origin_cpu,
     )
 
 
@@ -182,40 +208,42 @@ def benchmark_workload(
     scratch = tmp / f"client-{workload.name}"
     scratch.mkdir()
     servers: list[RunningServer] = []
-    try:
-        for name, label in zip(args.servers, server_labels(args.servers)):
-            workdir = tmp / f"{label.replace('#', '-')}-{workload.name}"
-            servers.append(STARTERS[name](label, workload, transport, site, workdir, args.server_cpu, tls))
-        for server in servers:
-            check_response(server, workload, transport, scratch)
-        settings = load.LoadSettings(cpu=args.client_cpu, connections=args.connections, streams=args.streams)
-        for server in servers:
-            load.run(workload, transport, server.port, args.warmup, settings, scratch)
-        measurements = []
-        for round_ in range(1, args.rounds + 1):
-            for attempt in range(args.retries + 1):
-                # Alternating the order keeps either server from always running on a warmer or cooler machine.
-                order = servers if round_ % 2 == 1 else servers[::-1]
-                pair = [measure_once(s, workload, transport, settings, args.duration, scratch, round_) for s in order]
-                disturbed = max(m.other_cpu for m in pair) >= DISTURBED
-                note = ""
-                if disturbed:
-                    note = "; disturbed by other work, " + ("run again" if attempt < args.retries else "kept")
-                figures = ", ".join(f"{m.server} {m.requests_per_s:,.0f} req/s" for m in pair)
-                print(f"  {workload.name} round {round_}/{args.rounds}: {figures}{note}", file=sys.stderr)
-                if not disturbed or attempt == args.retries:
-                    break
-            measurements += pair
-        return transport, measurements
-    finally:
-        for server in servers:
-            server.process.stop()
+    with origin_for(workload, site, tmp / f"origin-{workload.name}", args.server_cpu) as (workload, origin):
+        try:
+            for name, label in zip(args.servers, server_labels(args.servers)):
+                workdir = tmp / f"{label.replace('#', '-')}-{workload.name}"
+                servers.append(STARTERS[name](label, workload, transport, site, workdir, args.server_cpu, tls))
+            for server in servers:
+                check_response(server, workload, transport, scratch)
+            settings = load.LoadSettings(cpu=args.client_cpu, connections=args.connections, streams=args.streams)
+            for server in servers:
+                load.run(workload, transport, server.port, args.warmup, settings, scratch)
+            measurements = []
+            for round_ in range(1, args.rounds + 1):
+                for attempt in range(args.retries + 1):
+                    # Alternating the order keeps either server from always running on a warmer or cooler machine.
+                    order = servers if round_ % 2 == 1 else servers[::-1]
+                    pair = [measure_once(s, workload, transport, settings, args.duration, scratch, round_, origin)
+                            for s in order]  # fmt: skip
+                    disturbed = max(m.other_cpu for m in pair) >= DISTURBED
+                    note = ""
+                    if disturbed:
+                        note = "; disturbed by other work, " + ("run again" if attempt < args.retries else "kept")
+                    figures = ", ".join(f"{m.server} {m.requests_per_s:,.0f} req/s" for m in pair)
+                    print(f"  {workload.name} round {round_}/{args.rounds}: {figures}{note}", file=sys.stderr)
+                    if not disturbed or attempt == args.retries:
+                        break
+                measurements += pair
+            return transport, measurements
+        finally:
+            for server in servers:
+                server.process.stop()
 
 
 def summarize(labels: list[str], measurements: list[Measurement]) -> dict:
     """Returns per-server medians and the first/second ratios (median of per-round ratios)."""
     by_server = {label: [m for m in measurements if m.server == label] for label in labels}
-    figures = ("requests_per_s", "p99_ms", "server_cpu", "client_cpu", "other_cpu", "requests_per_core_s")
+    figures = ("requests_per_s", "p99_ms", "server_cpu", "client_cpu", "other_cpu", "origin_cpu", "requests_per_core_s")
     servers = {
         label: {figure: statistics.median(getattr(m, figure) for m in runs) for figure in figures}
         | {"failures": sum(m.failures for m in runs)}
@@ -269,20 +297,21 @@ def memory_report(args: argparse.Namespace, tmp: Path, tls: TlsFiles | None) -> 
     transport = workload.transport(args.tls, args.h2)
     site = write_site(workload, tmp / "site-memory")
     records = []
-    for name, label in zip(args.servers, server_labels(args.servers)):
-        workdir = tmp / f"{label.replace('#', '-')}-memory"
-        server = STARTERS[name](label, workload, transport, site, workdir, args.server_cpu, tls)
-        try:
-            time.sleep(IDLE_SETTLE_S)
-            tree = process_tree(server.process.pid)
-            records.append({
-                "kind": "memory", "server": label, "workload": workload.name, "transport": transport.label,
-                "worker_pss_kib": pss_kib(server.worker_pid()),
-                "total_pss_kib": sum(pss_kib(pid) for pid in tree),
-                "processes": len(tree),
-            })  # fmt: skip
-        finally:
-            server.process.stop()
+    with origin_for(workload, site, tmp / "origin-memory", args.server_cpu) as (workload, _):
+        for name, label in zip(args.servers, server_labels(args.servers)):
+            workdir = tmp / f"{label.replace('#', '-')}-memory"
+            server = STARTERS[name](label, workload, transport, site, workdir, args.server_cpu, tls)
+            try:
+                time.sleep(IDLE_SETTLE_S)
+                tree = process_tree(server.process.pid)
+                records.append({
+                    "kind": "memory", "server": label, "workload": workload.name, "transport": transport.label,
+                    "worker_pss_kib": pss_kib(server.worker_pid()),
+                    "total_pss_kib": sum(pss_kib(pid) for pid in tree),
+                    "processes": len(tree),
+                })  # fmt: skip
+            finally:
+                server.process.stop()
     print(f"\nidle memory after startup, before any request ({transport.label}, site of workload {workload.name})")
     print(f"{'server':<11} {'worker PSS':>11} {'all processes PSS':>18} {'processes':>10}")
     for r in records:

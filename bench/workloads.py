@@ -8,11 +8,13 @@ that both servers answer `path` with `expected_status` (and `expected_body` when
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
 CLIENTS = ("wrk", "h2load")
+# Stands for the origin's 127.0.0.1:PORT in a workload's scripts and nginx directives until the harness knows it.
+ORIGIN = "@ORIGIN@"
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,22 @@ class Workload:
     nginx_location: str = ""  # directives inside nginx's `location / { }`
     client: str | None = None  # a fixed load generator; None follows --h2
     tls: bool | None = None  # fixed TLS on/off; None follows --tls
+    origin: bool = False  # both servers proxy to a keep-alive nginx serving `site` at ORIGIN
 
     def __post_init__(self):
         if self.client not in (None, *CLIENTS):
             raise ValueError(f"workload {self.name!r}: client must be one of {CLIENTS} or None, not {self.client!r}")
+
+    def with_origin(self, address: str) -> Workload:
+        """Returns this workload with ORIGIN replaced by the origin's address in its scripts and nginx directives."""
+        return replace(
+            self,
+            zeroserve_scripts=MappingProxyType(
+                {name: code.replace(ORIGIN, address) for name, code in self.zeroserve_scripts.items()}
+            ),
+            nginx_http=self.nginx_http.replace(ORIGIN, address),
+            nginx_location=self.nginx_location.replace(ORIGIN, address),
+        )
 
     def transport(self, tls: bool, h2: bool) -> Transport:
         """Returns the transport for this workload given the command line's --tls and --h2."""
@@ -70,6 +84,33 @@ def static_file(name: str, title: str, file_path: str, content: bytes) -> Worklo
         site=MappingProxyType({file_path: content}),
         path="/" + file_path,
         expected_body=content,
+    )
+
+
+# (e), (f) Every request proxied to the origin: by zs_reverse_proxy on zeroserve, by proxy_pass on nginx, both
+# keeping their upstream connections alive.
+_PROXY_SCRIPT = f"""#include "zeroserve.h"
+
+ZS_ENTRY zs_u64 entry(void)
+{{
+    zs_reverse_proxy(ZS_STR("http://{ORIGIN}"));
+    return 0;
+}}
+"""
+
+
+def proxied_file(name: str, title: str, file_path: str, content: bytes) -> Workload:
+    """A workload that fetches one file through each server from a keep-alive nginx origin on loopback."""
+    return Workload(
+        name=name,
+        title=title,
+        site=MappingProxyType({file_path: content}),
+        path="/" + file_path,
+        expected_body=content,
+        zeroserve_scripts=MappingProxyType({"10-proxy.c": _PROXY_SCRIPT}),
+        nginx_http=f"upstream origin {{\n    server {ORIGIN};\n    keepalive 128;\n}}",
+        nginx_location='proxy_pass http://origin;\nproxy_http_version 1.1;\nproxy_set_header Connection "";',
+        origin=True,
     )
 
 
@@ -167,6 +208,8 @@ WORKLOADS: tuple[Workload, ...] = (
         nginx_modules=_LUA_MODULES,
         nginx_location=_JSON_LUA,
     ),
+    proxied_file("e", "proxied to a keep-alive nginx origin, 174 B", "small.html", _html_of_size(174)),
+    proxied_file("f", "proxied to a keep-alive nginx origin, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
     # Every request on a new connection with a full TLS 1.3 handshake (wrk does not resume sessions),
     # so requests/s is handshakes/s.
     Workload(

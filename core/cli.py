@@ -17,9 +17,11 @@ from zeroserve.core.compile import ScriptCompiler, sdk_header_text
 from zeroserve.core.config import DEFAULT_ADDR, DEFAULT_TLS_ADDR, Address, Limits, ServerConfig
 from zeroserve.core.errors import ZeroserveError
 from zeroserve.core.plugins import build_plugin_manager, call_impl
+from zeroserve.core.upstream import UpstreamOptions
 from zeroserve.core.world import World
 
 _LIMIT_DEFAULTS = Limits()
+_UPSTREAM_DEFAULTS = UpstreamOptions()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,8 +145,11 @@ def build_parser(pm):
                         help="reload when this file's content changes (checked every second)")
     runner.add_argument("--disable-request-logging", action="store_true", help="no access-log lines")
     runner.add_argument("--enable-proxy-protocol", action="store_true",
-                        help="expect a PROXY protocol v1 line first on every connection and log its "
-                             "source address as the client")
+                        help="expect a PROXY protocol header (v1 or v2) first on every connection and "
+                             "use its source address as the client")
+    runner.add_argument("--user", metavar="NAME",
+                        help="when started as root, workers switch to this unprivileged account once the "
+                             "listeners are bound (the site and TLS files must be readable by it for reloads)")
     runner.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="access-log format (default text)")
     runner.add_argument("--shutdown-timeout", type=_seconds, default=10.0, metavar="SECONDS",
@@ -167,6 +172,21 @@ def build_parser(pm):
         limits.add_argument(flag, dest=name, type=kind, default=default,
                             metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
     runner.set_defaults(limit_names=[name for _, name, _, _ in limit_flags])
+    upstream = runner.add_argument_group("reverse proxy (upstreams a script sends requests to)")
+    upstream.add_argument("--upstream-ca", dest="upstream_ca_file", metavar="PEM",
+                          help="CA bundle that https:// upstreams are verified against (default: the system CAs)")
+    upstream_flags = (
+        ("--upstream-connect-timeout", "connect_timeout", _seconds, "seconds to connect (and TLS) (504)"),
+        ("--upstream-response-timeout", "response_timeout", _seconds, "seconds until the response head (504)"),
+        ("--upstream-body-timeout", "body_timeout", _seconds, "longest silence in a response body"),
+        ("--upstream-idle-timeout", "idle_timeout", _seconds, "seconds a pooled connection may idle"),
+        ("--upstream-max-idle", "max_idle", _positive_int, "idle pooled connections per worker"),
+    )
+    for flag, name, kind, text in upstream_flags:
+        default = getattr(_UPSTREAM_DEFAULTS, name)
+        upstream.add_argument(flag, dest=f"upstream_{name}", type=kind, default=default,
+                              metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
+    runner.set_defaults(upstream_names=[name for _, name, _, _ in upstream_flags])
     _add_site_flags(runner, pm)
 
     checker = commands.add_parser("check", help="load and verify every script of a site tar, without serving",
@@ -208,8 +228,11 @@ def _config(args, plugins):
         request_logging=not args.disable_request_logging,
         log_format=args.log_format,
         proxy_protocol=args.enable_proxy_protocol,
+        user=args.user,
         shutdown_timeout=args.shutdown_timeout,
         limits=Limits(**{name: getattr(args, name) for name in args.limit_names}),
+        upstream=UpstreamOptions(ca_file=args.upstream_ca_file,
+                                 **{name: getattr(args, f"upstream_{name}") for name in args.upstream_names}),
         plugins=plugins,
         options=args,
         **_script_settings(args),

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from zeroserve.core.errors import ConfigError
+from zeroserve.core.upstream import UpstreamOptions
 
 DEFAULT_ADDR = "0.0.0.0:8080"
 DEFAULT_TLS_ADDR = "0.0.0.0:8443"
@@ -91,8 +92,10 @@ class ServerConfig:
     request_logging: bool = True
     log_format: str = "text"
     proxy_protocol: bool = False
+    user: str | None = None  # account the workers switch to when started as root (--user); None = keep root
     shutdown_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    upstream: UpstreamOptions = field(default_factory=UpstreamOptions)  # the reverse proxy's client side
     plugins: tuple = ()  # names given to --plugins, in order
     options: argparse.Namespace = field(default_factory=argparse.Namespace)  # every parsed flag, plugins' too
     preempt_timer_interval_ms: float = 2.0  # CPU a script runs before it yields the event loop
@@ -117,6 +120,9 @@ class ServerConfig:
         if (self.cert is None) != (self.key is None):
             raise ConfigError("--cert and --key go together: give both, or neither for a self-signed "
                               "certificate for localhost")
+        if self.upstream.ca_file is not None and not os.path.isfile(self.upstream.ca_file):
+            raise ConfigError(f"--upstream-ca {self.upstream.ca_file!r} is not a readable file; give a PEM "
+                              "bundle of the CAs that sign your https:// upstreams")
         if not self.index or "/" in self.index:
             raise ConfigError(f"--index must be a file name without '/', got {self.index!r}")
 

@@ -92,7 +92,7 @@ class Connection(asyncio.Protocol):
         self._socket_fd = -1  # plaintext HTTP/1: file bodies go out with sendfile(2)
         self._stream_worlds = {}  # HTTP/2 stream id → World of its request
         self._waiting = set()  # tasks of requests whose scripts had to wait (kept: the loop holds tasks weakly)
-        self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of it so far
+        self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of the PROXY header so far
         self._paused = False
         self._closed = False  # we will write nothing more
         self._lost = False  # the transport is gone
@@ -223,10 +223,10 @@ class Connection(asyncio.Protocol):
         self._server.connections.discard(self)
         take_over(self._transport, received, self._peer)
 
-    # -- PROXY line and protocol selection --------------------------------------
+    # -- PROXY header and protocol selection --------------------------------------
 
     def _take_proxy_line(self, data):
-        """Consume the PROXY v1 line; return the bytes after it (b"" while it is incomplete)."""
+        """Consume the PROXY v1 line or v2 header; return the bytes after it (b"" while it is incomplete)."""
         buffer = self._proxy_line + data
         try:
             parsed = proxyproto.parse(buffer)

@@ -138,7 +138,8 @@ def _act(result, request, path, world):
             if result.changed & URI_INVALID:
                 return error_response(400)
             _apply_changes(request, result)
-        return proxy.respond(request, result.proxy_url, metadata_headers(metadata) if metadata else ())
+        return proxy.respond(request, result.proxy_url, metadata_headers(metadata) if metadata else (),
+                             world.config.upstream)
     # No outcome: static serving, with whatever the scripts changed.
     method = request.method
     rel, dir_hint = path.rel, path.dir_hint

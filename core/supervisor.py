@@ -2,7 +2,8 @@
 
 The parent binds the addresses (plaintext and HTTPS) once before forking (so
 "port in use" is reported up front, and port 0 resolves to one real port), then
-each worker binds its own SO_REUSEPORT listeners on those ports. Without
+each worker binds its own SO_REUSEPORT listeners on those ports, then drops its
+privileges (`privileges.Isolation`: --user when started as root). Without
 --cert/--key the parent makes (once, in the state directory) the self-signed
 certificate before the first World is built. The parent never serves a request: it waits
 for signals. SIGHUP (or a change of --reload-signal-file) first builds the new
@@ -25,6 +26,7 @@ from dataclasses import replace
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.certs import ensure_self_signed
 from zeroserve.core.errors import ConfigError, ZeroserveError
+from zeroserve.core.privileges import Isolation
 from zeroserve.core.server import HANDLED_SIGNALS, listen_socket, run_worker
 from zeroserve.core.world import World
 
@@ -39,6 +41,7 @@ def serve(config):
     """Run the server until SIGTERM/SIGINT; return the exit code. Raises ZeroserveError on startup."""
     _raise_fd_limit()
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS + (signal.SIGCHLD,))
+    isolation = Isolation(config.user, config.workers)
     own = None
     if config.tls_addr is not None and config.cert is None:
         own = ensure_self_signed(config.state_dir)
@@ -55,7 +58,8 @@ def serve(config):
     if config.tls_addr is not None:
         reservations.append(_reserve(config.tls_addr, "--tls-addr"))
         config = replace(config, tls_addr=_resolved(config.tls_addr, reservations[1]))
-    return _Supervisor(config, world, reservations).run()
+    log_error(isolation.describe())
+    return _Supervisor(config, world, reservations, isolation).run()
 
 
 def _resolved(addr, reservation):
@@ -88,8 +92,9 @@ def _reserve(addr, flag):
 
 
 class _Supervisor:
-    def __init__(self, config, world, reservations):
+    def __init__(self, config, world, reservations, isolation):
         self.config = config
+        self.isolation = isolation
         self.world = world
         self.reservations = reservations
         self.workers = {}  # pid → (index, start time)
@@ -123,6 +128,7 @@ class _Supervisor:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGCHLD,))
                 tls_addr = self.config.tls_addr
                 socks = (listen_socket(self.config.addr), listen_socket(tls_addr) if tls_addr else None)
+                self.isolation.apply()  # the listeners are bound and the World's files open
                 if ready_write is not None:
                     os.write(ready_write, b".")
                     os.close(ready_write)

@@ -109,16 +109,22 @@ def tar_index(data):
 
 
 def proxy_protocol(data):
-    """PROXY v1: a ProtocolError, None while incomplete, or a valid peer and a CRLF-ended line; prefixes agree."""
+    """PROXY v1/v2: a ProtocolError, None while incomplete, or a valid peer and the header's length; prefixes agree."""
     try:
         result = proxyproto.parse(data)
     except ProtocolError:
         return
+    v1 = not data.startswith(b"\r")
     if result is None:
-        assert b"\r\n" not in data[:proxyproto.MAX_LINE], "a complete line was reported incomplete"
+        if v1:
+            assert b"\r\n" not in data[:proxyproto.MAX_LINE], "a complete v1 line was reported incomplete"
         return
     peer, consumed = result
-    assert consumed <= min(len(data), proxyproto.MAX_LINE) and data[consumed - 2:consumed] == b"\r\n"
+    assert consumed <= len(data)
+    if v1:
+        assert consumed <= proxyproto.MAX_LINE and data[consumed - 2:consumed] == b"\r\n"
+    else:
+        assert consumed >= 16, "a v2 header shorter than its fixed head"
     if peer is not None:
         ip, port = peer
         assert 0 <= port <= 65535

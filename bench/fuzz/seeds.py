@@ -99,10 +99,17 @@ def tar_seeds():
     return seeds
 
 
+_V2 = b"\r\n\r\n\x00\r\nQUIT\n"  # the PROXY v2 signature
+
+
 def proxyproto_seeds():
     return [b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n",
             b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n", b"PROXY UNKNOWN\r\n",
-            b"PROXY UNKNOWN ffff:f::1 ffff:f::2 1 2\r\n", b"PROXY TCP4 1.2.3.4"]
+            b"PROXY UNKNOWN ffff:f::1 ffff:f::2 1 2\r\n", b"PROXY TCP4 1.2.3.4",
+            _V2 + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 1, 198, 51, 100, 2]) + struct.pack("!HH", 5678, 443),
+            _V2 + b"\x21\x21\x00\x27" + bytes(15) + b"\x01" + bytes(16) + struct.pack("!HH", 1, 2)
+            + b"\x04\x00\x00",  # TCP6 plus an empty TLV
+            _V2 + b"\x20\x00\x00\x00"]  # LOCAL
 
 
 def paths_seeds():

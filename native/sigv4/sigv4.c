@@ -236,6 +236,8 @@ static int qpair_cmp(const void *x, const void *y, void *store)
 static void put_query(struct out *o, struct qlist *q, int sorted)
 {
     struct qpair *items = q->items;
+    /* A query of empty pairs ("=", "=&=") stores no bytes: the store is still NULL. */
+    const char *base = q->store.b.p ? q->store.b.p : "";
     if (sorted && q->n > 1) {
         items = malloc(q->n * sizeof(*items));
         if (!items) {
@@ -243,14 +245,14 @@ static void put_query(struct out *o, struct qlist *q, int sorted)
             return;
         }
         memcpy(items, q->items, q->n * sizeof(*items));
-        qsort_r(items, q->n, sizeof(*items), qpair_cmp, q->store.b.p);
+        qsort_r(items, q->n, sizeof(*items), qpair_cmp, (void *)base);
     }
     for (size_t i = 0; i < q->n; i++) {
         if (i)
             putc_(o, '&');
-        put(o, q->store.b.p + items[i].key, items[i].key_len);
+        put(o, base + items[i].key, items[i].key_len);
         putc_(o, '=');
-        put(o, q->store.b.p + items[i].value, items[i].value_len);
+        put(o, base + items[i].value, items[i].value_len);
     }
     if (items != q->items)
         free(items);

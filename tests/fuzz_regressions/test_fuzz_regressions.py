@@ -11,12 +11,7 @@ FUZZ_DIR = HERE.parents[1] / "bench" / "fuzz"
 
 # Found by fuzzing, reported to the owner, not fixed yet: the test fails until the fix lands
 # (strict: it then passes, and this entry must go, with its line in bench/fuzz/known_bugs.supp).
-OPEN_BUGS = {
-    "sigv4/query-empty-pairs": "native/sigv4/sigv4.c put_query computes NULL + 0 (UB) when every "
-                               "query pair is empty, e.g. the query '='",
-    "sigv4/query-two-empty-pairs": "native/sigv4/sigv4.c qpair_cmp computes NULL + 0 and bytes_cmp passes NULL to memcmp when "
-                                   "every query pair is empty and there are two or more, e.g. '=&='",
-}
+OPEN_BUGS = {}
 
 
 def _load_runner():
