@@ -61,7 +61,10 @@ class HandshakePolicy:
         name = hello.servername
         name = name.lower().rstrip(".") if name else None
         if self.choose is not None:
-            prints = fingerprint(parse_client_hello(hello.raw))
+            try:
+                prints = fingerprint(parse_client_hello(hello.raw))
+            except MalformedClientHello as error:  # extension bodies are parsed only when read
+                raise TLSError(f"malformed ClientHello: {error}") from None
             info = ClientHelloInfo(name, tuple(hello.alpn_offered), prints.ja4, prints.ja4_r,
                                    session.ech_accepted, hello.raw)
             chosen = self.choose(hello=info)
@@ -91,9 +94,9 @@ def _outer_name(wire):
         return None
     try:
         hello = ClientHelloReader().feed(wire)
+        return hello.server_name if hello is not None else None
     except MalformedClientHello:
         return None
-    return hello.server_name if hello is not None else None
 
 
 def connection_facts(session, wire=b"", public_names=()):
