@@ -374,7 +374,7 @@ class Connection(asyncio.Protocol):
         self._arm()
 
     def _respond(self, request, world):
-        if self._sni is not None and _authority_host(request.authority) != self._sni:
+        if self._sni is not None and request.host != self._sni:
             return error_response(421)  # a request for another host than the handshake named
         request.connection_info = self._connection_info
         try:
@@ -731,13 +731,3 @@ class Connection(asyncio.Protocol):
         self._closed = True
         if not self._lost:
             self._transport.abort()
-
-
-def _authority_host(authority):
-    """The host of a Host / :authority value, lowercase, without port; None when there is none."""
-    if not authority:
-        return None
-    host = authority.lower()
-    if host.startswith("["):  # an IPv6 literal keeps its brackets
-        return host[:host.find("]") + 1]
-    return host.rpartition(":")[0] if ":" in host else host

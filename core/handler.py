@@ -47,7 +47,7 @@ def error_response(status, close=False):
 
 def handle(request, world):
     """Answer one request with the given World: a Response, or an awaitable of one when a script waited."""
-    if world.hostnames and not _host_allowed(request.authority, world.hostnames):
+    if world.hostnames and request.host not in world.hostnames:
         return error_response(421)
     try:
         path = normalize_request_path(request.path)
@@ -196,15 +196,3 @@ def _apply_changes(request, result):
     request.method = result.method
     request.target = result.path + ("?" + result.query if result.query else "")
     request.headers = result.headers
-
-
-def _host_allowed(authority, hostnames):
-    """True when the Host / :authority names an allowed host; the port does not matter."""
-    if not authority:
-        return False
-    host = authority.lower()
-    if host.startswith("["):  # an IPv6 literal keeps its brackets
-        host = host[:host.find("]") + 1]
-    elif ":" in host:
-        host = host.rpartition(":")[0]
-    return host in hostnames

@@ -28,6 +28,17 @@ class Request:
     connection_info: object = None  # the connection's tls.ConnectionFacts; None on plaintext
 
     @property
+    def host(self):
+        """The host of Host / :authority, lowercase, without port (IPv6 keeps its brackets); None without one."""
+        authority = self.authority
+        if not authority:
+            return None
+        host = authority.lower()
+        if host.startswith("["):
+            return host[:host.find("]") + 1]
+        return host.rpartition(":")[0] if ":" in host else host
+
+    @property
     def path(self):
         """The target up to '?', still encoded."""
         return self.target.partition("?")[0]
