@@ -76,14 +76,15 @@ class Workload:
         )
 
 
-def static_file(name: str, title: str, file_path: str, content: bytes) -> Workload:
-    """A workload that fetches one static file, identical on both servers."""
+def static_file(name: str, title: str, file_path: str, content: bytes, **settings) -> Workload:
+    """A workload that fetches one file, identical on both servers; `settings` are further Workload fields."""
     return Workload(
         name=name,
         title=title,
         site=MappingProxyType({file_path: content}),
         path="/" + file_path,
         expected_body=content,
+        **settings,
     )
 
 
@@ -101,12 +102,11 @@ ZS_ENTRY zs_u64 entry(void)
 
 def proxied_file(name: str, title: str, file_path: str, content: bytes) -> Workload:
     """A workload that fetches one file through each server from a keep-alive nginx origin on loopback."""
-    return Workload(
-        name=name,
-        title=title,
-        site=MappingProxyType({file_path: content}),
-        path="/" + file_path,
-        expected_body=content,
+    return static_file(
+        name,
+        title,
+        file_path,
+        content,
         zeroserve_scripts=MappingProxyType({"10-proxy.c": _PROXY_SCRIPT}),
         nginx_http=f"upstream origin {{\n    server {ORIGIN};\n    keepalive 128;\n}}",
         nginx_location='proxy_pass http://origin;\nproxy_http_version 1.1;\nproxy_set_header Connection "";',
@@ -188,12 +188,11 @@ ZS_ENTRY zs_u64 entry(void)
 WORKLOADS: tuple[Workload, ...] = (
     static_file("a", "static file, 174 B", "small.html", _html_of_size(174)),
     static_file("b", "static file, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
-    Workload(
-        name="c",
-        title="static 174 B + a header from a script (nginx: Lua)",
-        site=MappingProxyType({"small.html": _html_of_size(174)}),
-        path="/small.html",
-        expected_body=_html_of_size(174),
+    static_file(
+        "c",
+        "static 174 B + a header from a script (nginx: Lua)",
+        "small.html",
+        _html_of_size(174),
         zeroserve_scripts=MappingProxyType({"10-header.c": _HEADER_SCRIPT}),
         nginx_modules=_LUA_MODULES,
         nginx_location='header_filter_by_lua_block { ngx.header["x-bench"] = "script" }',
@@ -212,22 +211,20 @@ WORKLOADS: tuple[Workload, ...] = (
     proxied_file("f", "proxied to a keep-alive nginx origin, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
     # Every request on a new connection with a full TLS 1.3 handshake (wrk does not resume sessions),
     # so requests/s is handshakes/s.
-    Workload(
-        name="handshake",
-        title="new TLS handshake per request, 174 B",
-        site=MappingProxyType({"small.html": _html_of_size(174)}),
-        path="/small.html",
-        expected_body=_html_of_size(174),
+    static_file(
+        "handshake",
+        "new TLS handshake per request, 174 B",
+        "small.html",
+        _html_of_size(174),
         request_headers=("Connection: close",),
         client="wrk",
         tls=True,
     ),
-    Workload(
-        name="ratelimit",
-        title="static 174 B, rate-limited by client IP (nginx: limit_req)",
-        site=MappingProxyType({"small.html": _html_of_size(174)}),
-        path="/small.html",
-        expected_body=_html_of_size(174),
+    static_file(
+        "ratelimit",
+        "static 174 B, rate-limited by client IP (nginx: limit_req)",
+        "small.html",
+        _html_of_size(174),
         zeroserve_scripts=MappingProxyType({"10-ratelimit.c": _RATELIMIT_SCRIPT}),
         zeroserve_flags=("--plugins", "ratelimit"),
         nginx_http="limit_req_zone $binary_remote_addr zone=per_ip:10m rate=1000000r/s;\nlimit_req_status 429;",
