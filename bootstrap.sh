@@ -55,14 +55,8 @@ case "$cmd" in
         exec .venv/bin/zeroserve run build/site.tar
         ;;
     test)
-        setup
         shift || true
-        set +e
-        .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
-        rc=$?
-        set -e
-        # pytest exits 5 when it collected nothing: that is a failure here too.
-        exit $rc
+        exec .ci/run "$@"
         ;;
     *)
         echo "usage: $0 serve|test|setup" >&2
