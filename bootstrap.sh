@@ -9,9 +9,10 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
     python3 python3-venv python3-dev gcc make clang llvm lld openssl ca-certificates
-    android-libboringssl-dev android-boringssl
+    android-libboringssl-dev android-boringssl libnghttp2-dev
     curl nginx libnginx-mod-http-lua wrk nghttp2-client redis-server
     libnss3-tools chromium
+    caddy linux-perf
 )
 
 install_apt() {
@@ -25,7 +26,7 @@ install_apt() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     # Debian starts these as system services; the tests and benchmarks start their own.
-    for svc in nginx redis-server; do
+    for svc in nginx redis-server caddy; do
         if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
             systemctl stop "$svc" || true
         fi
@@ -35,7 +36,7 @@ install_apt() {
 install_python() {
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/python -m pip install -q -U pip setuptools wheel cffi
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,bench]'
 }
 
 setup() {

@@ -11,6 +11,8 @@ from pathlib import Path
 from process import process_tree
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+SATURATED = 0.95  # a CPU share above this (per core) means that side's cores were the limit
+DISTURBED = 0.10  # this much of the measured cores going to anything else makes a run suspect
 
 
 class MeasureError(RuntimeError):
@@ -86,12 +88,33 @@ class CoreMeter:
         )
 
 
-def pss_kib(pid: int) -> int:
-    """Returns the proportional set size of pid in KiB, from /proc/PID/smaps_rollup."""
+def limit_of(figures: dict, server_cores: int = 1) -> str:
+    """Names what limited a run: other work on the cores, the client's core, the server's, or neither."""
+    if figures["other_cpu"] >= DISTURBED:
+        return "disturbed"
+    if figures["client_cpu"] >= SATURATED:
+        return "client"
+    if figures["server_cpu"] >= SATURATED * server_cores:
+        return "server"
+    return "neither"
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """Returns pid's memory in KiB from /proc/PID/smaps_rollup: pss (shared pages split among their users),
+    rss (every resident page) and uss (pages no other process shares)."""
+    fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    raise MeasureError(f"/proc/{pid}/smaps_rollup has no Pss line")
+        name, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            fields[name] = int(value.split()[0])
+    if "Pss" not in fields:
+        raise MeasureError(f"/proc/{pid}/smaps_rollup has no Pss line")
+    return {"pss": fields["Pss"], "rss": fields["Rss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
+
+
+def pss_kib(pid: int) -> int:
+    """Returns the proportional set size of pid in KiB."""
+    return memory_kib(pid)["pss"]
 
 
 # ---------------------------------------------------------------- client output

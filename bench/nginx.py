@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from process import PinnedProcess, RunningServer, TlsFiles, free_port
+from process import PinnedProcess, Placement, RunningServer, TlsFiles, free_port
 from workloads import Transport, Workload
 
 NGINX = "/usr/sbin/nginx"
@@ -18,7 +18,8 @@ MIME_TYPES = Path("/etc/nginx/mime.types")
 
 
 def render_config(
-    *, prefix: Path, root: Path, port: int, workload: Workload, transport: Transport, tls: TlsFiles | None, cpu: int
+    *, prefix: Path, root: Path, port: int, workload: Workload, transport: Transport, tls: TlsFiles | None,
+    placement: Placement,
 ) -> str:
     """Returns nginx.conf text serving `root` on 127.0.0.1:port for one workload and transport."""
     modules = "".join(f"load_module {MODULES_DIR / module}.so;\n" for module in workload.nginx_modules)
@@ -36,9 +37,10 @@ def render_config(
         if transport.tls
         else ""
     )
-    # worker_cpu_affinity is a bit mask whose rightmost digit is CPU 0.
-    affinity = "1" + "0" * cpu
-    return f"""{modules}worker_processes 1;
+    # worker_cpu_affinity is one bit mask per worker, rightmost digit CPU 0; the workers take the cores in turn.
+    cpus = placement.cpus
+    affinity = " ".join("1" + "0" * cpus[i % len(cpus)] for i in range(placement.workers))
+    return f"""{modules}worker_processes {placement.workers};
 worker_cpu_affinity {affinity};
 pid {prefix / "nginx.pid"};
 error_log stderr warn;
@@ -81,7 +83,8 @@ http {{
 
 
 def start(
-    label: str, workload: Workload, transport: Transport, site_root: Path, workdir: Path, cpu: int, tls: TlsFiles | None
+    label: str, workload: Workload, transport: Transport, site_root: Path, workdir: Path, placement: Placement,
+    tls: TlsFiles | None,
 ) -> RunningServer:
     """Starts nginx for one workload in workdir (its prefix) and returns once its port accepts connections."""
     workdir.mkdir(parents=True)
@@ -89,13 +92,14 @@ def start(
     config = workdir / "nginx.conf"
     config.write_text(
         render_config(
-            prefix=workdir, root=site_root, port=port, workload=workload, transport=transport, tls=tls, cpu=cpu
+            prefix=workdir, root=site_root, port=port, workload=workload, transport=transport, tls=tls,
+            placement=placement,
         )
     )
     process = PinnedProcess(
         name=label,
         argv=[NGINX, "-p", str(workdir), "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
-        cpu=cpu,
+        cpus=placement.cpus,
         log_path=workdir / "stdout.log",
     )
     process.start(ready_port=port)

@@ -1,6 +1,6 @@
 """Runs one benchmark server as a child process pinned to a CPU, and stops it again.
 
-Both servers under test (nginx and zeroserve) are started the same way: `taskset -c CPU argv`,
+Every server under test (zeroserve, nginx, Caddy, Granian) is started the same way: `taskset -c CPU argv`,
 output to a log file, ready once their port accepts a TCP connection. `taskset` execs the
 server, so the child's pid is the server's own pid, and every worker it forks inherits the pin.
 Every child of the harness (servers and the client) is tied to it with die_with_parent.
@@ -64,24 +64,34 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a server runs: the cores it is pinned to and how many worker processes (or threads) it runs."""
+
+    cpus: tuple[int, ...]
+    workers: int = 1
+
+
 @dataclass
 class PinnedProcess:
-    """A server child pinned to `cpu`; `name` labels it in messages."""
+    """A server child pinned to `cpus`; `name` labels it in messages."""
 
     name: str
     argv: list[str]
-    cpu: int
+    cpus: tuple[int, ...]
     log_path: Path
+    env: dict[str, str] | None = None  # the child's environment; None inherits the harness's
     popen: subprocess.Popen | None = None
 
     def start(self, ready_port: int) -> None:
         """Starts the child with its output going to log_path and returns once it accepts connections on ready_port."""
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
-                ["taskset", "-c", str(self.cpu), *self.argv],
+                ["taskset", "-c", ",".join(map(str, self.cpus)), *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
                 preexec_fn=die_with_parent,
             )
         try:

@@ -52,6 +52,11 @@ class Workload:
     client: str | None = None  # a fixed load generator; None follows --h2
     tls: bool | None = None  # fixed TLS on/off; None follows --tls
     origin: bool = False  # both servers proxy to a keep-alive nginx serving `site` at ORIGIN
+    caddy_site: str = "file_server"  # directives in Caddy's site block (its root is the site)
+    # An ASGI app's source defining `app` (SITE_ROOT names the site directory); None: Granian serves the
+    # site itself (--static-path-mount).
+    granian_app: str | None = None
+    unsupported: tuple[str, ...] = ()  # servers that cannot do this workload without add-ons: not run
 
     def __post_init__(self):
         if self.client not in (None, *CLIENTS):
@@ -66,6 +71,7 @@ class Workload:
             ),
             nginx_http=self.nginx_http.replace(ORIGIN, address),
             nginx_location=self.nginx_location.replace(ORIGIN, address),
+            caddy_site=self.caddy_site.replace(ORIGIN, address),
         )
 
     def transport(self, tls: bool, h2: bool) -> Transport:
@@ -110,6 +116,8 @@ def proxied_file(name: str, title: str, file_path: str, content: bytes) -> Workl
         zeroserve_scripts=MappingProxyType({"10-proxy.c": _PROXY_SCRIPT}),
         nginx_http=f"upstream origin {{\n    server {ORIGIN};\n    keepalive 128;\n}}",
         nginx_location='proxy_pass http://origin;\nproxy_http_version 1.1;\nproxy_set_header Connection "";',
+        caddy_site=f"reverse_proxy {ORIGIN}",  # keeps its upstream connections alive by default
+        unsupported=("granian",),  # an ASGI proxy app would measure an HTTP client library, not Granian
         origin=True,
     )
 
@@ -166,6 +174,29 @@ _JSON_LUA = r"""default_type application/json;
 content_by_lua_block {
     ngx.print('{"method":"' .. ngx.req.get_method() .. '","path":"' .. ngx.var.uri .. '"}')
 }"""
+_JSON_CADDY = """header Content-Type application/json
+respond `{"method":"{method}","path":"{path}"}` 200"""
+_JSON_ASGI = """import json
+
+_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def app(scope, receive, send):
+    body = json.dumps({"method": scope["method"], "path": scope["path"]}, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": body})
+"""
+# Granian sends the file itself through the ASGI pathsend extension; the app adds the header.
+_HEADER_ASGI = """import os
+
+_PATH = os.path.join(SITE_ROOT, "small.html")
+_HEADERS = [(b"content-type", b"text/html"), (b"x-bench", b"script")]
+
+
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.pathsend", "path": _PATH})
+"""
 
 
 # (ratelimit) Every request checked against its client address's token bucket, with a limit far above what
@@ -196,6 +227,8 @@ WORKLOADS: tuple[Workload, ...] = (
         zeroserve_scripts=MappingProxyType({"10-header.c": _HEADER_SCRIPT}),
         nginx_modules=_LUA_MODULES,
         nginx_location='header_filter_by_lua_block { ngx.header["x-bench"] = "script" }',
+        caddy_site="header x-bench script\nfile_server",
+        granian_app=_HEADER_ASGI,
     ),
     Workload(
         name="d",
@@ -206,6 +239,8 @@ WORKLOADS: tuple[Workload, ...] = (
         zeroserve_scripts=MappingProxyType({"10-json.c": _JSON_SCRIPT}),
         nginx_modules=_LUA_MODULES,
         nginx_location=_JSON_LUA,
+        caddy_site=_JSON_CADDY,
+        granian_app=_JSON_ASGI,
     ),
     proxied_file("e", "proxied to a keep-alive nginx origin, 174 B", "small.html", _html_of_size(174)),
     proxied_file("f", "proxied to a keep-alive nginx origin, 100 KiB", "large.txt", _text_of_size(100 * 1024)),
@@ -229,6 +264,7 @@ WORKLOADS: tuple[Workload, ...] = (
         zeroserve_flags=("--plugins", "ratelimit"),
         nginx_http="limit_req_zone $binary_remote_addr zone=per_ip:10m rate=1000000r/s;\nlimit_req_status 429;",
         nginx_location="limit_req zone=per_ip burst=1000000 nodelay;",
+        unsupported=("caddy", "granian"),  # neither limits rates without a plugin
     ),
 )
 

@@ -1,4 +1,4 @@
-"""Packs a workload's site with `zeroserve pack` and starts `zeroserve run` on it, pinned, with one worker thread."""
+"""Packs a workload's site with `zeroserve pack` and starts `zeroserve run` on it, pinned, with its worker count."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from process import PinnedProcess, RunningServer, ServerStartError, TlsFiles, free_port
+from process import PinnedProcess, Placement, RunningServer, ServerStartError, TlsFiles, free_port
 from workloads import Transport, Workload
 
 # The zeroserve next to the interpreter running the harness: the project's .venv.
@@ -33,13 +33,15 @@ def pack(workload: Workload, site_root: Path, workdir: Path) -> Path:
 
 
 def start(
-    label: str, workload: Workload, transport: Transport, site_root: Path, workdir: Path, cpu: int, tls: TlsFiles | None
+    label: str, workload: Workload, transport: Transport, site_root: Path, workdir: Path, placement: Placement,
+    tls: TlsFiles | None,
 ) -> RunningServer:
     """Packs and starts zeroserve for one workload in workdir and returns once the client's port accepts connections."""
     workdir.mkdir(parents=True)
     tar = pack(workload, site_root, workdir)
     plain_port = free_port()
-    argv = [str(ZEROSERVE), "run", "--addr", f"127.0.0.1:{plain_port}", "--threads", "1", "--disable-request-logging"]
+    argv = [str(ZEROSERVE), "run", "--addr", f"127.0.0.1:{plain_port}", "--threads", str(placement.workers),
+            "--disable-request-logging"]  # fmt: skip
     if transport.tls:
         port = free_port()
         argv += ["--tls-addr", f"127.0.0.1:{port}", "--cert", str(tls.cert), "--key", str(tls.key)]
@@ -47,6 +49,6 @@ def start(
         port = plain_port
         argv += ["--tls-addr", "off"]  # else it also binds its default HTTPS port, 8443
     argv += [*workload.zeroserve_flags, str(tar)]
-    process = PinnedProcess(name=label, argv=argv, cpu=cpu, log_path=workdir / "stderr.log")
+    process = PinnedProcess(name=label, argv=argv, cpus=placement.cpus, log_path=workdir / "stderr.log")
     process.start(ready_port=port)
     return RunningServer(label=label, process=process, port=port)

@@ -18,20 +18,26 @@ leaves `run()`: the common path creates no coroutine and no Task.
 Memory. Each pooled run owns `--script-memory-kb` of guest memory and the host
 allocation budget of its execution context; runs and request contexts are
 pooled per worker, so a request allocates nothing in C.
+
+C runner. The pools live in one C chain (script_abi.CChain, native/script/
+chain.c) that Python and the C fast path share. When every helper the request
+scripts call is a C function (`fast_eligible`), `run` is `run_c`: the whole
+chain runs in one C call, and `adopt` turns what it left into what the Python
+loop (`run_python`) returns; the C fast path calls `adopt` for the requests it
+does not finish itself.
 """
 
 import asyncio
 import functools
 import logging
-import re
 import struct
 import time
 from dataclasses import dataclass
 
 from zeroserve.core.errors import ScriptFault, ScriptLoadError
 from zeroserve.core.script_abi import (
-    OUTCOME_ABORT, OUTCOME_NONE, OUTCOME_PROXY, OUTCOME_RESPOND, RESPONSE_HEADER_PREFIX, RequestContext, ScriptRun,
-    ScriptState,
+    CHAIN_BUSY, OUTCOME_ABORT, OUTCOME_NONE, OUTCOME_PROXY, OUTCOME_RESPOND, CChain, ScriptRun, ScriptState,
+    meta_headers,
 )
 from zeroserve.sdk import HelperCall
 from zeroserve.vm import DEFAULT_ENGINE, DONE, PREEMPTED, SUSPENDED, Program
@@ -46,11 +52,6 @@ MAX_CALL_DEPTH = 8
 NONE, ABORT, RESPOND, PROXY = OUTCOME_NONE, OUTCOME_ABORT, OUTCOME_RESPOND, OUTCOME_PROXY
 FAULT = 10  # a script faulted: 500
 OVERTIME = 11  # the request's scripts used up the CPU budget: 503
-
-_PREFIX_LENGTH = len(RESPONSE_HEADER_PREFIX)
-# Metadata headers whose name is not a token, or whose value holds control bytes, are skipped.
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # A tight loop (r0 = 0; loop: r0 += 1; goto loop) used to convert milliseconds of
 # CPU into budget units (back-edges and calls) for this engine on this machine.
@@ -109,24 +110,31 @@ class ChainRun(ScriptRun):
 
 
 class Script:
-    """One loaded script: its name, its program, its entries, and a pool of idle runs."""
+    """One loaded script: its name, its program, its entries, and its slot (pool of idle runs) in the C chain."""
 
-    __slots__ = ("name", "program", "request_entry", "_pool", "_memory_kb")
+    __slots__ = ("name", "program", "request_entry", "slot", "_pools", "_memory_kb")
 
-    def __init__(self, name, program, memory_kb):
+    def __init__(self, name, program, memory_kb, pools, slot):
         self.name = name
         self.program = program
         self.request_entry = program.entries.get(REQUEST_SECTION)
-        self._pool = []
+        self.slot = slot
+        self._pools = pools
         self._memory_kb = memory_kb
+        pools.set_script(slot, name, self.request_entry)
+        self.release(self._new_run())  # a memory size it cannot use fails here
+
+    def _new_run(self):
+        run = ChainRun(self, self._memory_kb)
+        self._pools.register_run(run)
+        return run
 
     def release(self, run):
-        self._pool.append(run)
+        self._pools.put_run(self.slot, run)
 
     def prepare(self, state, depth=0, in_hook=False):
         """An idle run of this script, set up for a new execution context on the request of `state`."""
-        pool = self._pool
-        run = pool.pop() if pool else ChainRun(self, self._memory_kb)
+        run = self._pools.take_run(self.slot) or self._new_run()
         call = run.call
         call.world = state.world
         call.context = state.ctx
@@ -162,29 +170,38 @@ class Overtime(Exception):
 class ScriptChain:
     """The scripts of one world, loaded and verified, and how to run them on a request."""
 
-    def __init__(self, scripts, options, helper_table=None):
+    def __init__(self, scripts, options, helper_table, pools):
         # The table owns the C helpers' cookies: it lives as long as the programs that call them.
         self.helper_table = helper_table
         self.scripts = {script.name: script for script in scripts}
         self.request_scripts = tuple(s for s in scripts if s.request_entry is not None)
         self.options = options
-        self.slice_budget = max(1, int(units_per_ms(options.engine) * options.preempt_interval_ms))
-        self._contexts = []
+        self.slice_budget = slice_budget(options)
+        self._pools = pools
+        self.fast_eligible = bool(self.request_scripts) and all(
+            helper_table.specs[name].c_function is not None
+            for script in self.request_scripts for name in script.program.called_helpers())
+        # The C chain (struct zs_chain *) the fast path runs requests on; None when a script can call Python.
+        self.c_chain = pools.ptr if self.fast_eligible else None
+        # run(world, request_id, ...): the request scripts on one request, as run_python documents; the C
+        # runner gives the same results in less time where it may run (bench/chain_bench.py).
+        self.run = self.run_c if self.fast_eligible else self.run_python
 
     @classmethod
     def load(cls, site, helper_table, options):
         """Load and verify every `.zeroserve/scripts/**/*.o` of `site`; a bad one raises ScriptLoadError naming it."""
         helpers = vm_helpers(helper_table)
+        entries = list(site.scripts())
+        pools = CChain(len(entries), slice_budget(options))
         scripts = []
-        for name, entry in site.scripts():
+        for slot, (name, entry) in enumerate(entries):
             try:
-                script = Script(name, Program.load_elf(site.read(entry), helpers, options.engine), options.memory_kb)
-                script.release(ChainRun(script, options.memory_kb))  # a memory size it cannot use fails here
+                program = Program.load_elf(site.read(entry), helpers, options.engine)
+                scripts.append(Script(name, program, options.memory_kb, pools, slot))
             except ScriptLoadError as error:
                 error = helper_table.explain_load_error(error)
                 raise ScriptLoadError(f"script '{name}': {error}") from None
-            scripts.append(script)
-        return cls(scripts, options, helper_table)
+        return cls(scripts, options, helper_table, pools)
 
     def __bool__(self):
         return bool(self.request_scripts)
@@ -196,22 +213,72 @@ class ScriptChain:
 
     # -- running ------------------------------------------------------------------
 
-    def run(self, world, request_id, method, path, normalized_path, query, scheme, peer, proto, is_tls,
-            headers, body=b"", connection_info=None):
+    def run_python(self, world, request_id, method, path, normalized_path, query, scheme, peer, proto, is_tls,
+                   headers, body=b"", connection_info=None):
         """Run the request scripts; a ChainResult, or an awaitable of one when a script had to wait.
 
         `path` is the normalised, still-encoded path; `normalized_path` "/" +
         the decoded relative path; `peer` "ip:port"; `headers` [(name, value)];
         `connection_info` the JSON text zs_connection_info answers (None: plaintext).
+        This is the reference loop; `run` is it, or `run_c` for a fast-eligible chain.
         """
-        contexts = self._contexts
-        ctx = contexts.pop() if contexts else RequestContext()
+        ctx = self._pools.take_context()
         ctx.begin(method, path, normalized_path, query, scheme, peer, proto, is_tls, headers)
         if body:
             ctx.set_body(body)
         if connection_info is not None:
             ctx.set_connection_info(connection_info)
         return self._run_scripts(RequestState(world, request_id, ctx))
+
+    def run_c(self, world, request_id, method, path, normalized_path, query, scheme, peer, proto, is_tls,
+              headers, body=b"", connection_info=None):
+        """`run_python` through the C chain runner (a fast-eligible chain only): the same ChainResult or awaitable.
+
+        Pools exhausted: the Python path runs the request instead.
+        """
+        pools = self._pools
+        ctx = pools.begin()
+        if ctx is None:
+            return self.run_python(world, request_id, method, path, normalized_path, query, scheme, peer, proto,
+                                   is_tls, headers, body, connection_info)
+        ctx.begin(method, path, normalized_path, query, scheme, peer, proto, is_tls, headers)
+        if body:
+            ctx.set_body(body)
+        if connection_info is not None:
+            ctx.set_connection_info(connection_info)
+        if pools.run() == CHAIN_BUSY:
+            pools.release(pools.req)
+            return self.run_python(world, request_id, method, path, normalized_path, query, scheme, peer, proto,
+                                   is_tls, headers, body, connection_info)
+        return self.adopt(world, request_id, pools.req)
+
+    def adopt(self, world, request_id, req):
+        """What `run` would have returned for a request the C runner ran (`req`: struct zs_chain_req *, or its
+        address) and stopped FINISHED or YIELDED: a ChainResult, or an awaitable of one.
+
+        Takes over req's context and run (req is left empty: do not release it);
+        writes the scripts' log lines and a fault as `run` does.
+        """
+        taken = self._pools.take_over(req)
+        state = RequestState(world, request_id, taken.ctx)
+        for name, line in taken.log:
+            _log_error(f"[user_log] {request_id}: {name}: {line}")
+        run = taken.run
+        if taken.run_status:  # YIELDED: the rest of the chain goes on in Python from that run
+            call = run.call
+            call.world = world
+            call.context = state.ctx
+            call.chain_state = state
+            call.depth = 0
+            run.state.ctx = state.ctx
+            return self._finish_later(state, taken.script, run, taken.run_status)
+        kind = taken.kind
+        if run is not None:
+            run.script.release(run)
+        if kind == FAULT:
+            self._log_fault(state, run.script, taken.fault_pc, taken.fault_message)
+            return self._finish(state, FAULT, 500)
+        return self._finish(state, kind, taken.status, taken.body, taken.proxy_url)
 
     def rerun(self, state):
         """Run the request scripts again on the same request and metadata (after zs_res_continue_request)."""
@@ -258,17 +325,20 @@ class ScriptChain:
         if kind != ABORT and ctx.response_hooks():  # the hooks still need the request and its metadata
             return ChainResult(kind, ctx, status, body, proxy_url, state, headers)
         result = ChainResult(kind, ctx, status, body, proxy_url, response_headers=headers)
-        self._contexts.append(ctx)
+        self._pools.put_context(ctx)
         return result
 
     def _fault(self, state, script, run, fault):
         lines = run.state.take_log_lines()
         if lines:
             self._user_log(state, script.name, lines)
-        _log_error(f"[script_runtime] {state.request_id}: script '{script.name}' section '{REQUEST_SECTION}' "
-                   f"failed at pc {fault.pc}: {fault}")
+        self._log_fault(state, script, fault.pc, fault)
         script.release(run)
         return self._finish(state, FAULT, 500)
+
+    def _log_fault(self, state, script, pc, message):
+        _log_error(f"[script_runtime] {state.request_id}: script '{script.name}' section '{REQUEST_SECTION}' "
+                   f"failed at pc {pc}: {message}")
 
     def _user_log(self, state, name, lines):
         for line in lines:
@@ -427,14 +497,14 @@ class ScriptChain:
             set_headers(headers, replacements)
         response.status = status
         response.headers = headers
-        self._contexts.append(ctx)
+        self._pools.put_context(ctx)
         state.ctx = None
 
     def release(self, result):
         """Give back the request a result still holds (hooks pending) when it will not be answered."""
         state = result.hooks
         if state is not None and state.ctx is not None:
-            self._contexts.append(state.ctx)
+            self._pools.put_context(state.ctx)
             state.ctx = None
 
     # -- zs_call --------------------------------------------------------------------
@@ -502,15 +572,10 @@ def metadata_headers(metadata):
     """[(lowercase name, value)] the `zs.response.header.<name>` keys of `metadata` set; invalid ones are skipped.
 
     `metadata` is a tuple of (key, value) pairs; scripts mostly set the same
-    ones request after request, so the answer is cached.
+    ones request after request, so the answer is cached. The filter is the
+    C one the fast path applies (script_abi.meta_headers).
     """
-    headers = []
-    for key, value in metadata:
-        if key.startswith(RESPONSE_HEADER_PREFIX):
-            name = key[_PREFIX_LENGTH:].strip().lower()
-            if _TOKEN.fullmatch(name) and not _BAD_VALUE.search(value):
-                headers.append((name, value))
-    return tuple(headers)
+    return tuple(meta_headers(metadata))
 
 
 def set_headers(headers, replacements):
@@ -545,6 +610,11 @@ def _async_helper(function):
         run.pend()
         return 0
     return helper
+
+
+def slice_budget(options):
+    """Budget units of one slice: about --preempt-timer-interval-ms of CPU."""
+    return max(1, int(units_per_ms(options.engine) * options.preempt_interval_ms))
 
 
 _units_per_ms = {}

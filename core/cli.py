@@ -144,12 +144,18 @@ def build_parser(pm):
     runner.add_argument("--reload-signal-file", metavar="FILE",
                         help="reload when this file's content changes (checked every second)")
     runner.add_argument("--disable-request-logging", action="store_true", help="no access-log lines")
+    runner.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="answer every request on the Python path (the C fast path's reference)")
     runner.add_argument("--enable-proxy-protocol", action="store_true",
                         help="expect a PROXY protocol header (v1 or v2) first on every connection and "
                              "use its source address as the client")
     runner.add_argument("--user", metavar="NAME",
                         help="when started as root, workers switch to this unprivileged account once the "
-                             "listeners are bound (the site and TLS files must be readable by it for reloads)")
+                             "listeners are bound (default nobody; the supervisor keeps root to read the "
+                             "site and TLS files on reloads)")
+    runner.add_argument("--disable-ns-isolation", action="store_true",
+                        help="workers do not enter user and mount namespaces of their own (they still drop "
+                             "to --user, every capability and new privileges)")
     runner.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="access-log format (default text)")
     runner.add_argument("--shutdown-timeout", type=_seconds, default=10.0, metavar="SECONDS",
@@ -228,7 +234,9 @@ def _config(args, plugins):
         request_logging=not args.disable_request_logging,
         log_format=args.log_format,
         proxy_protocol=args.enable_proxy_protocol,
+        fast_path=args.fast_path,
         user=args.user,
+        ns_isolation=not args.disable_ns_isolation,
         shutdown_timeout=args.shutdown_timeout,
         limits=Limits(**{name: getattr(args, name) for name in args.limit_names}),
         upstream=UpstreamOptions(ca_file=args.upstream_ca_file,

@@ -92,7 +92,9 @@ class ServerConfig:
     request_logging: bool = True
     log_format: str = "text"
     proxy_protocol: bool = False
-    user: str | None = None  # account the workers switch to when started as root (--user); None = keep root
+    fast_path: bool = True  # HTTP/1.1 static requests answered in C (core/fastpath.py); --no-fast-path: all in Python
+    user: str | None = None  # account the workers switch to when started as root (--user); None = nobody
+    ns_isolation: bool = True  # workers enter their own user and mount namespaces (--disable-ns-isolation)
     shutdown_timeout: float = 10.0
     limits: Limits = field(default_factory=Limits)
     upstream: UpstreamOptions = field(default_factory=UpstreamOptions)  # the reverse proxy's client side

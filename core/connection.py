@@ -14,6 +14,7 @@ method) and the SNI every request's Host must match (421 otherwise).
 """
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from zeroserve.core import http1, http2, proxyproto
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.errors import ProtocolError, ZeroserveError
 from zeroserve.core.handler import ABORTED, error_response, handle
-from zeroserve.core.request import Request, Response
+from zeroserve.core.request import BODY_HIGH_WATER, Request, Response
 
 _CHUNK = 256 * 1024  # pread size for file bodies
 _INLINE = 64 * 1024  # a file body up to this size leaves in the same write as its head
@@ -91,6 +92,9 @@ class Connection(asyncio.Protocol):
         self._queue = deque()  # HTTP/1 responses not yet fully written
         self._socket_fd = -1  # plaintext HTTP/1: file bodies go out with sendfile(2)
         self._stream_worlds = {}  # HTTP/2 stream id → World of its request
+        self._h2_tunnels = {}  # HTTP/2 extended CONNECT stream id → the upstream Exchange it is spliced to
+        self._h2_tunnel_early = {}  # stream id → tunnel bytes the client sent before the upstream accepted
+        self._h2_unconsumed = {}  # stream id → tunnel bytes written while the upstream was not reading
         self._waiting = set()  # tasks of requests whose scripts had to wait (kept: the loop holds tasks weakly)
         self._proxy_line = b"" if server.config.proxy_protocol else None  # bytes of the PROXY header so far
         self._paused = False
@@ -101,7 +105,9 @@ class Connection(asyncio.Protocol):
         self._since = 0.0
         self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
         self._tunnel = None  # HTTP/1 after a 101: the upstream end of the spliced connection
+        self._fast = None  # fastpath.FastConnection of an HTTP/1.1 connection, unless --no-fast-path
         self._writable_waiter = None  # a streamed body waits on it while the peer does not read
+        self._held = False  # input paused because its consumer (a request body's reader, a tunnel's upstream) lags
         # TLS: every byte of the handshake so far, kept until it completes (a relay replays them).
         self._handshake_bytes = None if session.handshake_complete else bytearray()
         self._sni = None  # TLS: the SNI (lowercase) each request's Host must equal, once the handshake is done
@@ -118,7 +124,7 @@ class Connection(asyncio.Protocol):
         self._since = self._loop.time()
         connections = self._server.connections
         connections.add(self)
-        if len(connections) > self._limits.max_connections:
+        if len(connections) > self._server.max_connections:
             if not self._session.is_tls:
                 transport.write(_BUSY)
             self._close()
@@ -130,12 +136,22 @@ class Connection(asyncio.Protocol):
             data = self._take_proxy_line(data)
             if not data:
                 return
+        plaintext = None
+        if data and self._fast is not None and self._fast_ready():
+            plaintext = self._receive_fast(data)  # what C left for HTTP; None when nothing is left to do
+            if plaintext is None:
+                return
+            data = b""
         session = self._session
         handshake_bytes = self._handshake_bytes
         if handshake_bytes is not None:
             handshake_bytes += data
         try:
-            plaintext, to_send = session.receive(data)
+            if plaintext is None or self._fast.tls_event:  # the TLS session reads the alert C stopped at
+                received, to_send = session.receive(data)
+                plaintext = received if plaintext is None else plaintext + received
+            else:
+                to_send = b""
         except ZeroserveError as error:  # a failed TLS handshake or record, or a refusing inspector
             take_over = getattr(error, "take_over", None)
             if take_over is not None and handshake_bytes is not None:
@@ -150,7 +166,9 @@ class Connection(asyncio.Protocol):
         if to_send:
             self._transport.write(to_send)
         if plaintext and self._tunnel is not None:
-            self._tunnel.write(plaintext)
+            if not self._tunnel.write(plaintext):  # the upstream is not reading: neither do we
+                self._hold_input()
+                self._loop.create_task(self._release_when_tunnel_drains())
             return
         if plaintext:
             if self._http is None:
@@ -159,12 +177,46 @@ class Connection(asyncio.Protocol):
                 events = self._http.receive(plaintext)
                 if events:
                     self._dispatch(events)
+                if not self._h2 and self._http.body_backlog > BODY_HIGH_WATER:  # its reader is slower than the client
+                    self._hold_input()
         if self._http is not None:
             self._pump()
         if session.is_tls and session.closed and not self._closed:  # close_notify: the peer sends nothing more
             self.eof_received()
             return
         self._arm()
+
+    def _fast_ready(self):
+        """C may answer now: HTTP/1.1 between requests, nothing queued, a World with a fast table."""
+        http = self._http
+        return (not self._queue and not self._paused and self._tunnel is None and http.state == http1.IDLE
+                and not http.exhausted and self._server.world.fast_table is not None)
+
+    def _receive_fast(self, data):
+        """Let C answer what it can of `data`; the plaintext it left for HTTP, or None when nothing is left."""
+        fast = self._fast
+        try:
+            plaintext = fast.pump(data, self._server.world.fast_table)
+        except ConnectionError:  # the peer went away
+            self.abort()
+            return None
+        except OSError as error:  # the tar became unreadable under us, or TLS failed
+            log_error(f"[connection] {self._peer[0]}:{self._peer[1]}: {error}")
+            self.abort()
+            return None
+        if fast.closing:  # the last answer said connection: close
+            self._close()
+            return None
+        request = fast.adopted
+        if request is not None:  # its scripts ran in C; the rest of its way is the Python path's
+            fast.adopted = None
+            self._dispatch([request], fast.respond_adopted)
+            return plaintext
+        if plaintext or fast.tls_event:
+            return plaintext
+        if not self._paused:
+            self._timer, self._since = _IDLE, self._loop.time()
+        return None
 
     def eof_received(self):
         self._peer_done = True
@@ -192,7 +244,8 @@ class Connection(asyncio.Protocol):
         self._wake_writer()
         if self._closed:
             return
-        self._transport.resume_reading()
+        if not self._held:
+            self._transport.resume_reading()
         self._pump()
         self._arm()
 
@@ -200,6 +253,8 @@ class Connection(asyncio.Protocol):
         self._closed = True
         self._lost = True
         self._server.connections.discard(self)
+        if self._http is not None and not self._h2:
+            self._http.stop("the connection was lost")  # a body still arriving fails: its upstream is cut off
         self._wake_writer()  # a streaming task sees the loss and drops its upstream
         for pending in self._queue:
             response = pending.response
@@ -213,6 +268,9 @@ class Connection(asyncio.Protocol):
         if self._h2:
             self._http.abandon("connection lost")
             self._drain_h2_finished()
+            for tunnel in self._h2_tunnels.values():
+                tunnel.abort()
+            self._h2_tunnels.clear()
 
     def _hand_over(self, take_over, received):
         """A ClientHello inspector gave this connection to someone else (a relay): let go of the socket."""
@@ -269,17 +327,23 @@ class Connection(asyncio.Protocol):
         server = self._server
         kind = http2.H2Connection if h2 else http1.H1Connection
         self._http = kind(self._limits, scheme, self._peer, server.next_request_id, time.monotonic)
+        if not h2 and server.config.fast_path:
+            self._fast = server.fast.connection(self._transport, session, self._peer, self._connection_info)
+        elif h2:
+            self._http.serve_static(server, self._sni, server.access_log is not None)
         self._h2 = h2
         return plaintext
 
     # -- requests ---------------------------------------------------------------
 
-    def _dispatch(self, events):
+    def _dispatch(self, events, respond=handle):
         http = self._http
         server = self._server
         if self._h2:
             for event in events:
                 if type(event) is Request:
+                    if event.body_stream is not None:
+                        event.body_stream.on_consumed = functools.partial(self._h2_body_consumed, event.stream_id)
                     world = server.world
                     world.enter()
                     self._stream_worlds[event.stream_id] = world
@@ -288,18 +352,27 @@ class Connection(asyncio.Protocol):
                         self._send_h2(event, response)
                     else:
                         self._wait(response, event, event, self._h2_ready)
+                elif type(event) is http2.TunnelData:
+                    self._h2_tunnel_input(event.stream_id, event.data)
                 else:
                     log_error(f"[http2] {self._peer[0]}:{self._peer[1]}: stream {event.stream_id}: "
                               f"{event.reason}")
                     http.refuse(event, error_response(event.status))
             return
         queue = self._queue
+        interim = None  # a 100 Continue for the request that follows it
         for event in events:
             kind = type(event)
             if kind is Request:
+                body = event.body_stream
+                if body is not None:
+                    body.on_consumed = self._body_consumed
+                    if interim is not None:  # sent when the body is wanted, not for an answer that ignores it
+                        body.on_wanted = functools.partial(self._send_interim, event, interim)
+                        interim = None
                 world = server.world
                 world.enter()
-                response = self._respond(event, world)
+                response = self._respond(event, world, respond)
                 if type(response) is Response:
                     queue.append(self._h1_pending(event, response, world))
                 else:
@@ -308,12 +381,25 @@ class Connection(asyncio.Protocol):
                     queue.append(pending)
                     self._wait(response, event, pending, self._h1_ready)
             elif kind is bytes:
-                queue.append(_Pending(event, None, None, None, True))
+                interim = event
             else:
                 log_error(f"[http1] {self._peer[0]}:{self._peer[1]}: {event.reason}")
                 response = error_response(event.status, close=True)
                 head, _ = http.response_head(None, response)
                 queue.append(_Pending(head, None, response, None, False))
+
+    def _send_interim(self, request, data):
+        """Queue an interim response (100 Continue) just before `request`'s final one, unless that has begun."""
+        if self._closed:
+            return
+        queue = self._queue
+        for index, pending in enumerate(queue):
+            if pending.request is request:
+                if pending.waiting or pending.data is not None:
+                    queue.insert(index, _Pending(data, None, None, None, True))
+                    self._pump()
+                    self._arm()
+                return
 
     def _h1_pending(self, request, response, world):
         if response is ABORTED:  # zs_abort: no head; the connection ends when its turn comes
@@ -326,8 +412,13 @@ class Connection(asyncio.Protocol):
             self._stream_worlds.pop(request.stream_id).exit()
             self.abort()
             return
-        self._http.send_response(request.stream_id, request, response)
         stream = response.stream
+        if not self._http.send_response(request.stream_id, request, response):
+            log_error(f"[proxy] {request.request_id}: the upstream's 101 has a wrong Sec-WebSocket-Accept")
+            stream.abort()
+            return
+        if stream is not None and stream.upgraded:
+            self._h2_tunnel_open(request.stream_id, stream)
         if stream is not None:
             http = self._http
             data = stream.take_buffered()
@@ -341,7 +432,7 @@ class Connection(asyncio.Protocol):
 
     def _wait(self, awaitable, request, key, ready):
         """Run a request whose scripts had to wait; ready(key, response) gets its Response when it is done."""
-        task = asyncio.ensure_future(awaitable)
+        task = self._loop.create_task(awaitable)  # a coroutine; asyncio.ensure_future would look the loop up
         self._waiting.add(task)
         task.add_done_callback(lambda task: self._finish_waiting(task, request, key, ready))
 
@@ -355,8 +446,10 @@ class Connection(asyncio.Protocol):
         ready(key, response)
 
     def _h1_ready(self, pending, response):
-        if self._lost:
-            return  # connection_lost already released the request's World
+        if self._lost:  # connection_lost already released the request's World
+            if response.stream is not None:
+                response.stream.abort()
+            return
         ready = self._h1_pending(pending.request, response, pending.world)
         pending.data, pending.response, pending.keep_open = ready.data, ready.response, ready.keep_open
         pending.waiting = False
@@ -373,15 +466,95 @@ class Connection(asyncio.Protocol):
         self._pump()
         self._arm()
 
-    def _respond(self, request, world):
+    def _respond(self, request, world, respond=handle):
+        """The Response to `request`, or an awaitable of it; a body is read whole first where the answer needs it.
+
+        A body that came with the head is taken at once. Otherwise, for scripts that read the body and for a
+        world without scripts (static), it is read whole (within --max-body-bytes, 413 beyond) before they
+        run; else the scripts run at once, a proxied request streams the body upstream, and any other answer
+        waits until the body has been read (within the limit).
+        """
+        body = request.body_stream
+        if body is None:
+            return self._answer(request, world, respond)
+        limit = self._limits.max_body_bytes
+        if body.ended and body.received <= limit:
+            request.body = body.take_buffered()
+            request.body_stream = None  # read whole: it is `body` now
+            return self._answer(request, world)
+        if world.reads_body or not world.chain:
+            if (body.length or 0) > limit:  # refused before the client sends it (no 100 Continue)
+                body.discard()
+                return error_response(413, close=True)
+            return self._answer_after_body(request, world)
+        return self._settle_body(request, self._answer(request, world))
+
+    def _answer(self, request, world, respond=handle):
         if self._sni is not None and request.host != self._sni:
             return error_response(421)  # a request for another host than the handshake named
         request.connection_info = self._connection_info
         try:
-            return handle(request, world)
+            return respond(request, world)  # handle, or the fast path's for a request whose scripts ran in C
         except Exception:  # a bug: the request gets a 500, the worker lives on
             log_error(f"[handler] {request.request_id}: internal error\n{traceback.format_exc().rstrip()}")
             return error_response(500)
+
+    async def _answer_after_body(self, request, world):
+        body = request.body_stream
+        try:
+            request.body = await body.read_all(self._limits.max_body_bytes)
+        except ProtocolError as error:
+            body.discard()
+            return error_response(error.status_hint, close=True)
+        request.body_stream = None  # read whole: it is `body` now
+        response = self._answer(request, world)
+        if type(response) is not Response:
+            response = await response
+        return response
+
+    async def _settle_body(self, request, response):
+        """`response` once the request body is dealt with: streamed upstream by a proxied one, else read first."""
+        if type(response) is not Response:
+            response = await response
+        body = request.body_stream
+        if response is ABORTED or response.stream is not None:
+            return response
+        if body.received > body.queued:  # a proxy sent part of it upstream, then failed: the rest has no reader
+            body.discard()
+            response.close = True
+            return response
+        try:
+            await body.read_all(self._limits.max_body_bytes)
+        except ProtocolError as error:
+            body.discard()
+            return error_response(error.status_hint, close=True)
+        return response
+
+    def _body_consumed(self, nbytes):
+        if self._held and self._http.body_backlog <= BODY_HIGH_WATER:
+            self._release_input()
+
+    def _hold_input(self):
+        """Stop reading the client: what it sends has no taker yet (a slow upstream)."""
+        if not self._held:
+            self._held = True
+            self._transport.pause_reading()
+            self._timer = _NOTHING  # the client is not the one late; the upstream's timeouts apply
+
+    def _release_input(self):
+        self._held = False
+        if not self._closed and not self._paused:
+            self._transport.resume_reading()
+            self._arm()
+
+    async def _release_when_tunnel_drains(self):
+        try:
+            await self._tunnel.drain()
+        except ZeroserveError as error:  # the upstream took nothing for the body timeout
+            log_error(f"[proxy] {self._peer[0]}:{self._peer[1]}: {error}")
+            self.abort()
+            return
+        self._release_input()
 
     # -- output -----------------------------------------------------------------
 
@@ -419,6 +592,11 @@ class Connection(asyncio.Protocol):
             queue.popleft()
             if pending.response is not None:
                 self._finished(pending.request, pending.response, pending.sent, pending.world)
+            request = pending.request
+            if request is not None and request.body_stream is not None and not request.body_stream.finished:
+                request.body_stream.discard()  # answered before its body ended (a proxy's early answer)
+                self._close()  # no request can follow a body nobody reads
+                return
             if not pending.keep_open:
                 self._close()
                 return
@@ -484,26 +662,41 @@ class Connection(asyncio.Protocol):
         response = pending.response
         stream = response.stream
         head, pending.data = pending.data, None
-        data = b"" if stream.upgraded else stream.take_buffered()
+        if stream.upgraded:  # the client's next bytes go to the upstream, even before the copying task runs
+            self._tunnel = stream
+            self._write(head)
+            if self._http.tunnel_input:
+                stream.write(self._http.tunnel_input)
+            self._loop.create_task(self._stream_h1(pending))
+            return False
+        data = stream.take_buffered()
         pending.sent = len(data)
-        if data and response.chunked:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
-        if stream.complete:
-            self._write(head + data + b"0\r\n\r\n" if response.chunked else head + data)
+        complete = stream.complete
+        if response.chunked:
+            if data:
+                data = b"%x\r\n%b\r\n" % (len(data), data)
+            if complete:
+                data += b"0\r\n\r\n"
+        self._write_head_and(head, data)
+        if complete:
             stream.finish()
             return True
-        self._write(head + data)
-        asyncio.ensure_future(self._stream_h1(pending))
+        self._loop.create_task(self._stream_h1(pending))
         return False
+
+    def _write_head_and(self, head, body):
+        """Write a head and body bytes in one go: one TLS write, or one writev on plaintext (the body not copied)."""
+        if not body:
+            self._write(head)
+        elif self._session.is_tls:
+            self._write(head + body)
+        else:
+            self._transport.writelines((head, body))
 
     async def _stream_h1(self, pending):
         """Copy a streamed body (or, after a 101, the tunnel) to the client while the client reads."""
         stream = pending.response.stream
         chunked = pending.response.chunked
-        if stream.upgraded:
-            self._tunnel = stream
-            if self._http.tunnel_input:
-                stream.write(self._http.tunnel_input)
         try:
             while True:
                 data = await stream.read()
@@ -564,6 +757,61 @@ class Connection(asyncio.Protocol):
         self._pump()
         self._arm()
 
+    def _h2_body_consumed(self, stream_id, size):
+        """A request body's reader took `size` bytes: reopen that much of the stream's window now."""
+        if not self._closed:
+            self._http.consume(stream_id, size)
+            self._pump()
+
+    def _h2_tunnel_open(self, stream_id, tunnel):
+        """An extended CONNECT stream was answered 200: splice it to the upstream, early client bytes first."""
+        self._h2_tunnels[stream_id] = tunnel
+        for data in self._h2_tunnel_early.pop(stream_id, ()):
+            self._h2_tunnel_input(stream_id, data)
+
+    def _h2_tunnel_input(self, stream_id, data):
+        """Client bytes of a tunnel stream (b"": it ended its side; None: the stream is gone) to the upstream.
+
+        The stream's window reopens only as the upstream takes the bytes, so a client cannot outrun it.
+        """
+        tunnel = self._h2_tunnels.get(stream_id)
+        if tunnel is None:
+            if data is not None:  # the upstream has not answered yet
+                self._h2_tunnel_early.setdefault(stream_id, []).append(data)
+            else:
+                self._h2_tunnel_early.pop(stream_id, None)
+            return
+        if data is None:
+            del self._h2_tunnels[stream_id]
+            tunnel.abort()
+            return
+        if not data:
+            tunnel.write_eof()
+            return
+        try:
+            writable = tunnel.write(data)
+        except ZeroserveError:  # the upstream is gone: the reading side ends the stream
+            return
+        if writable and stream_id not in self._h2_unconsumed:
+            self._http.consume(stream_id, len(data))
+            return
+        first = stream_id not in self._h2_unconsumed
+        self._h2_unconsumed[stream_id] = self._h2_unconsumed.get(stream_id, 0) + len(data)
+        if first:
+            asyncio.ensure_future(self._h2_tunnel_drain(stream_id, tunnel))
+
+    async def _h2_tunnel_drain(self, stream_id, tunnel):
+        """Reopen the stream's window for the bytes held back once the upstream reads again."""
+        try:
+            await tunnel.drain()
+        except ZeroserveError:  # the upstream stopped reading: the reading side ends the stream
+            self._h2_unconsumed.pop(stream_id, None)
+            return
+        size = self._h2_unconsumed.pop(stream_id, 0)
+        if size and not self._closed:
+            self._http.consume(stream_id, size)
+            self._pump()
+
     async def _writable(self):
         """Wait until the peer reads again (or the connection is gone)."""
         waiter = self._writable_waiter
@@ -604,10 +852,18 @@ class Connection(asyncio.Protocol):
 
     def _drain_h2_finished(self):
         http = self._http
+        if http.fast_served:
+            access_log = self._server.access_log
+            ja4 = self._connection_info.ja4 if self._connection_info is not None else None
+            for request_id, method, target, status, sent in http.fast_served:
+                access_log.record(request_id, self._peer, method, target, status, sent, 0.0, "HTTP/2", ja4)
+            http.fast_served.clear()
         if not http.finished:
             return
         for request, response, sent in http.finished:
             world = self._stream_worlds.pop(request.stream_id, None) if request is not None else None
+            if request is not None and self._h2_tunnels:
+                self._h2_tunnels.pop(request.stream_id, None)
             self._finished(request, response, sent, world)
         http.finished.clear()
 
@@ -646,10 +902,13 @@ class Connection(asyncio.Protocol):
                 if self._timer != _IDLE:
                     self._timer, self._since = _IDLE, now
             return
+        state = http.state
+        if state == http1.BODY and not self._held:  # a body arriving, maybe while its request is answered
+            self._timer, self._since = _BODY, now
+            return
         if self._queue:
             self._timer = _NOTHING
             return
-        state = http.state
         if state == http1.IDLE:
             if self._timer != _IDLE:
                 self._timer, self._since = _IDLE, now
@@ -688,6 +947,9 @@ class Connection(asyncio.Protocol):
             self._http.close_gracefully()
             self._pump()
             self._close()
+        elif timer == _BODY and self._queue:  # the body's reader answers, with a 408 while it still can
+            self._http.stop("no body bytes within the body timeout", 408)
+            self._timer = _NOTHING
         elif timer in (_HEAD, _BODY) and not self._queue:
             self._http.stop()
             response = error_response(408, close=True)

@@ -4,7 +4,9 @@ HTTP/1.1 and HTTP/2 call it the same way. Inside: the host check, path
 normalisation, the world's script chain (which may answer, proxy, abort or
 change the request), then the static action with the scripts' metadata
 headers and the `<zs-meta>` template pass. A world without request scripts
-goes straight to the static action.
+goes straight to the static action. `after_chain` is the part after the
+chain, where a request the C fast path ran the chain for comes in (through
+`ScriptChain.adopt`).
 
 `handle` returns a Response, except when a script had to wait (it was
 preempted, or an async helper suspended it): then it returns an awaitable of
@@ -63,6 +65,16 @@ def handle(request, world):
                        f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}",
                        _PROTO.get(request.http_version, (1, 1)), request.scheme == "https", request.headers,
                        request.body, facts.info_json if facts is not None else None)
+    return after_chain(result, request, path, world)
+
+
+def after_chain(result, request, path, world):
+    """The Response (or an awaitable of one) for what the script chain decided on `request`.
+
+    `result` is what `world.chain.run` or `world.chain.adopt` (the C fast
+    path's hand-over) returned: a ChainResult or an awaitable of one; `path`
+    is the request's NormalizedPath.
+    """
     if type(result) is not ChainResult:
         return _respond_later(result, request, path, world)
     response = _act(result, request, path, world)
@@ -70,7 +82,7 @@ def handle(request, world):
         return response
     if type(response) is not Response:  # proxied: the hooks see the upstream's head once it is in
         return _proxied_with_hooks(result, request, path, world, response)
-    waiting = chain.run_hooks(result, response)
+    waiting = world.chain.run_hooks(result, response)
     if waiting is None and not result.hooks.rerun:
         return response
     return _respond_later(result, request, path, world, response, waiting)

@@ -1,8 +1,11 @@
 """Sans-IO HTTP/1.1 for the server side: bytes in → Request events, Response → head bytes.
 
 httptools (llhttp) does the parsing; this module adds what it does not: the
-request limits (431, 414, 413), `Expect: 100-continue`, a mandatory Host on 1.1,
-and the response framing. It never touches a socket: `connection.py` feeds it
+head limits (431, 414), `Expect: 100-continue`, a mandatory Host on 1.1,
+and the response framing. A Request is handed over as soon as its head is
+complete; its body (Content-Length or chunked) then flows into the Request's
+`body_stream` as it is parsed, and the connection decides how much of it to
+take (the body limit applies where a body is read whole). It never touches a socket: `connection.py` feeds it
 and writes what it returns, so the same code serves plaintext and TLS.
 """
 
@@ -11,7 +14,8 @@ from http import HTTPStatus
 import httptools
 
 from zeroserve.core import httpdate
-from zeroserve.core.request import Request
+from zeroserve.core.errors import ProtocolError
+from zeroserve.core.request import Request, RequestBody
 
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -51,7 +55,7 @@ class H1Connection:
         self._failure = None
         self._pending_head = 0  # bytes of a head not yet complete, for the 431 check
         self._begun_in_feed = False
-        self._request = None
+        self._keep_alive = True  # the current request's: the state to take once its body is complete
         self._last = False  # the connection is shutting down: no keep-alive after this
         self.tunnel_input = b""  # bytes after a WebSocket upgrade request, for the tunnel
         self.messages = 0  # requests begun so far; tells one head's timer from the next
@@ -62,8 +66,7 @@ class H1Connection:
         self._headers = []
         self._head_bytes = 0
         self._host = None
-        self._body_parts = []
-        self._body_bytes = 0
+        self._body = None  # the RequestBody being parsed
         self._websocket = False  # the request asks for a WebSocket upgrade
 
     # -- input -------------------------------------------------------------
@@ -71,9 +74,9 @@ class H1Connection:
     def receive(self, data):
         """Feed bytes from the peer; return the events they complete, in order.
 
-        Events are `Request` (complete, body included), `bytes` (an interim
-        response such as 100 Continue, to be written in order) and `Failure`
-        (after which nothing more is parsed).
+        Events are `Request` (head complete; a body goes on arriving in its
+        `body_stream`), `bytes` (an interim response such as 100 Continue, to be
+        written in order) and `Failure` (after which nothing more is parsed).
         """
         if self.state == DONE:
             return []
@@ -123,6 +126,13 @@ class H1Connection:
     def _fail(self, failure):
         self.state = DONE
         self._events.append(failure)
+        self._break_body(failure.reason, 400)
+
+    def _break_body(self, reason, status):
+        body = self._body
+        if body is not None:
+            self._body = None
+            body.fail(ProtocolError(f"request body incomplete: {reason}", status))
 
     def _stop(self, status, reason):
         self._failure = Failure(status, reason)
@@ -167,9 +177,10 @@ class H1Connection:
             self._websocket = upgrade is not None and upgrade.lower() == "websocket"
         declared = self._header_value("content-length")  # llhttp has validated it
         length = int(declared) if declared and declared.isdigit() else 0
-        if length > self._limits.max_body_bytes:
-            self._stop(413, "request body too large")
-        self._request = Request(
+        chunked = self._header_value("transfer-encoding") is not None
+        if length or chunked:
+            self._body = RequestBody(None if chunked else length)
+        request = Request(
             method=parser.get_method().decode("ascii"),
             target=self._url.decode("utf-8", "surrogateescape"),
             headers=self._headers,
@@ -180,27 +191,27 @@ class H1Connection:
             started=self._clock(),
             keep_alive=parser.should_keep_alive(),
             authority=self._host,
+            body_stream=self._body,
         )
         expect = self._header_value("expect")
         if expect is not None and version == "1.1":
             if expect.lower() != "100-continue":
+                self._body = None
                 self._stop(417, "unsupported Expect value")
-            if length or self._header_value("transfer-encoding"):
+            if self._body is not None:
                 self._events.append(CONTINUE)
+        self._keep_alive = request.keep_alive
+        self._events.append(request)
 
     def on_body(self, body):
-        self._body_bytes += len(body)
-        if self._body_bytes > self._limits.max_body_bytes:
-            self._stop(413, "request body too large")
-        self._body_parts.append(body)
+        self._body.feed(body)
 
     def on_message_complete(self):
-        request = self._request
-        self._request = None
-        if self._body_parts:
-            request.body = b"".join(self._body_parts)
-        self._events.append(request)
-        self.state = IDLE if request.keep_alive else DONE
+        body = self._body
+        if body is not None:
+            self._body = None
+            body.end()
+        self.state = IDLE if self._keep_alive else DONE
 
     def _header_value(self, name):
         for key, value in self._headers:
@@ -208,9 +219,19 @@ class H1Connection:
                 return value
         return None
 
-    def stop(self):
-        """Parse nothing more (timeout or end of input); what was parsed is still answered."""
+    def stop(self, reason="the client stopped sending", status=400):
+        """Parse nothing more (timeout or end of input); what was parsed is still answered, a body cut short fails.
+
+        A body's reader gets a ProtocolError with `reason` and `status` (the answer, if one can still be sent).
+        """
         self.state = DONE
+        self._break_body(reason, status)
+
+    @property
+    def body_backlog(self):
+        """Bytes of the body being parsed that its reader has not taken yet (0 without one)."""
+        body = self._body
+        return body.queued if body is not None else 0
 
     def finish_current(self):
         """Shutting down: serve what has begun, then close (no keep-alive after it)."""

@@ -1,30 +1,32 @@
-"""Sans-IO HTTP/2 for the server side over `h2`: bytes in → Request events, Response → frames.
+"""Sans-IO HTTP/2 for the server side over libnghttp2: bytes in → Request events, Response → frames.
 
-It adds to h2 what a server exposed to the Internet needs: response bodies sent
-only within the peer's flow-control windows (resuming when WINDOW_UPDATE or
-SETTINGS open them), a cap on concurrent streams, the request limits mapped to
-per-stream 4xx answers, and GOAWAY(ENHANCE_YOUR_CALM) for rapid-reset, SETTINGS
-and PING floods. Like `http1.py` it never touches a socket.
+The protocol itself (HPACK, stream states, flow control, frame checks) is
+nghttp2's, reached through the C glue in `native/h2` (`zsh2.h`), which also
+holds what a server exposed to the Internet needs: the request limits mapped
+to per-stream 4xx answers, GOAWAY(ENHANCE_YOUR_CALM) for rapid-reset, SETTINGS
+and PING floods, and response bodies (bytes and file ranges) sent only within
+the peer's windows, resuming when WINDOW_UPDATE or SETTINGS open them. Each
+`receive` and `data_to_send` is one call into C whose events are read in one
+go. A request is handed over with its head; its body streams in as a
+`RequestBody` whose stream window reopens only as the consumer takes bytes.
+RFC 8441 extended CONNECT for WebSockets becomes the Request an HTTP/1.1
+upgrade would have been. Like `http1.py` it never touches a socket.
 """
 
+import base64
+import functools
+import hashlib
 import os
-from collections import deque
 from http import HTTPStatus
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
-
 from zeroserve.core import httpdate
-from zeroserve.core.request import Request
+from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.request import Request, RequestBody
+from zeroserve.native._zsvm import ffi, lib
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-_STATUS = {s.value: str(s.value).encode("ascii") for s in HTTPStatus}
+_STATUS = {s.value: str(s.value) for s in HTTPStatus}
 # More body bytes than this per `data_to_send` call would only sit in the
 # transport's buffer; the connection calls again when the buffer drains.
 _SEND_BUDGET = 256 * 1024
@@ -33,6 +35,17 @@ _SEND_BUDGET = 256 * 1024
 _FLOOD_WINDOW = 1.0
 _MAX_PINGS = 50
 _MAX_SETTINGS = 50
+_FIELDS = lib.ZS_H2_EV_FIELDS
+_HEAD, _DATA, _END, _CLOSED, _FAST = lib.ZS_H2_HEAD, lib.ZS_H2_DATA, lib.ZS_H2_END, lib.ZS_H2_CLOSED, lib.ZS_H2_FAST
+_HEAD_ENDED = lib.ZS_H2_HEAD_ENDED
+_REASONS = {431: "too many header fields", 414: "request target too long"}
+_CLOSE_REASONS = {lib.ZS_H2_CLOSED_PING: "ping flood", lib.ZS_H2_CLOSED_SETTINGS: "settings flood",
+                  lib.ZS_H2_CLOSED_RESET: "reset flood"}
+_INTERNAL_ERROR = 2
+_INVALID_ARGUMENT = -501  # NGHTTP2_ERR_INVALID_ARGUMENT
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# A 101 from the upstream becomes the extended CONNECT's 200 without these (RFC 8441 §5).
+_UPGRADE_ONLY = frozenset(("upgrade", "connection", "sec-websocket-accept", "content-length"))
 
 
 class Failure:
@@ -46,93 +59,23 @@ class Failure:
         self.reason = reason
 
 
-class _Incoming:
-    """A request whose head has arrived and whose body is still coming."""
+class TunnelData:
+    """Bytes the client sent into an extended CONNECT tunnel (b"": it ended its side; None: the stream is gone)."""
 
-    __slots__ = ("request", "parts", "size")
+    __slots__ = ("stream_id", "data")
 
-    def __init__(self, request):
-        self.request = request
-        self.parts = []
-        self.size = 0
-
-
-class _Outgoing:
-    """A response whose body is still being sent, as flow control allows."""
-
-    __slots__ = ("request", "response", "part", "offset", "sent")
-
-    def __init__(self, request, response):
-        self.request = request
-        self.response = response
-        self.part = 0  # index into response.body
-        self.offset = 0  # bytes of that part already sent
-        self.sent = 0
-
-    def read(self, limit):
-        """Up to `limit` bytes of the body from where sending stopped."""
-        response = self.response
-        part = response.body[self.part]
-        if isinstance(part, bytes):
-            chunk = part[self.offset:self.offset + limit]
-            size = len(part)
-        else:
-            start, size = part
-            chunk = os.pread(response.fd, min(limit, size - self.offset), start + self.offset)
-            if not chunk:
-                raise OSError(f"site file ended early at offset {start + self.offset}")
-        self.offset += len(chunk)
-        if self.offset >= size:
-            self.part += 1
-            self.offset = 0
-        self.sent += len(chunk)
-        return chunk
-
-    @property
-    def done(self):
-        return self.part >= len(self.response.body)
-
-    ready = True  # every byte is at hand: only flow control holds it back
+    def __init__(self, stream_id, data):
+        self.stream_id = stream_id
+        self.data = data
 
 
-class _Streamed:
-    """A response whose body comes from a stream (proxy): the connection queues chunks as they arrive."""
-
-    __slots__ = ("request", "response", "chunks", "buffered", "ended", "sent")
-
-    def __init__(self, request, response):
-        self.request = request
-        self.response = response
-        self.chunks = deque()
-        self.buffered = 0  # bytes queued, not yet framed
-        self.ended = False  # the last chunk is queued
-        self.sent = 0
-
-    def read(self, limit):
-        chunks = self.chunks
-        if not chunks:
-            return b""
-        chunk = chunks[0]
-        if len(chunk) <= limit:
-            chunks.popleft()
-        else:
-            chunks[0] = chunk[limit:]
-            chunk = chunk[:limit]
-        self.buffered -= len(chunk)
-        self.sent += len(chunk)
-        return chunk
-
-    @property
-    def done(self):
-        return self.ended and not self.chunks
-
-    @property
-    def ready(self):
-        return bool(self.chunks) or self.ended
+def websocket_accept(key):
+    """The Sec-WebSocket-Accept value an upstream must answer to Sec-WebSocket-Key `key` (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _WEBSOCKET_GUID).digest()).decode("ascii")
 
 
 class H2Connection:
-    """One HTTP/2 connection: h2's state machine plus our limits and send scheduling."""
+    """One HTTP/2 connection: nghttp2's state machine, our limits, and the requests and responses on it."""
 
     def __init__(self, limits, scheme, peer, next_request_id, clock):
         self._limits = limits
@@ -140,92 +83,141 @@ class H2Connection:
         self._peer = peer
         self._next_request_id = next_request_id
         self._clock = clock
-        # Inbound headers are validated; outbound ones are ours (lowercase names, no
-        # connection-specific fields), and checking them again costs a third of a response.
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_outbound_headers=False,
-                                           normalize_outbound_headers=False)
-        self._conn = conn = h2.connection.H2Connection(config)
-        conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.h2_max_concurrent_streams,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_bytes,
+        settings = ffi.new("struct zs_h2_limits *", {
+            "max_concurrent_streams": limits.h2_max_concurrent_streams,
+            "max_header_count": limits.max_header_count,
+            "max_uri_bytes": limits.max_uri_bytes,
+            "max_head_bytes": limits.max_head_bytes,
+            "max_pings": _MAX_PINGS,
+            "max_settings": _MAX_SETTINGS,
+            "max_resets": max(100, 2 * limits.h2_max_concurrent_streams),
+            "flood_window": _FLOOD_WINDOW,
         })
-        conn.decoder.max_header_list_size = limits.max_head_bytes
-        conn.initiate_connection()
-        self._incoming = {}  # stream id → _Incoming
-        self._outgoing = {}  # stream id → _Outgoing, in the order responses were queued
+        out = ffi.new("struct zs_h2 **")
+        err = ffi.new("char[]", 160)
+        if lib.zs_h2_new(out, settings, err, len(err)) != 0:
+            raise ZeroserveError(f"HTTP/2 session could not be created: {ffi.string(err).decode()}")
+        self._h = ffi.gc(out[0], lib.zs_h2_free)
+        self._incoming = {}  # stream id → RequestBody of a request whose body is still coming
+        self._outgoing = {}  # stream id → (request, response) whose response is queued in C
+        self._websockets = {}  # stream id → the Sec-WebSocket-Key made up for its extended CONNECT
         self.finished = []  # (request, response, body bytes sent) for the access log
+        self.fast_served = []  # (request id, method, target, status, body bytes) answered in C, for the access log
+        self._worker = None  # set by serve_static: its current World's fast table answers static streams in C
+        self._sni = ffi.NULL
+        self._log_fast = 0
         self.closed = False  # no more frames will be read: error, flood or GOAWAY received
         self.close_reason = None  # why we closed, for the error log
-        self.draining = False  # our GOAWAY is out: streams up to _last_stream finish, no new ones
-        self._last_stream = 0
-        self._goaway = b""
-        self._flood_start = 0.0
-        self._flood_counts = {"ping": 0, "settings": 0, "reset": 0}
-        self._max_resets = max(100, 2 * limits.h2_max_concurrent_streams)
+        self.draining = False  # our GOAWAY is out: streams already open finish, no new ones
+
+    def serve_static(self, worker, sni, log):
+        """Let C answer GET/HEAD streams from `worker.world.fast_table` (the World current at each read).
+
+        `sni`: the host (lowercase) every request must name, or None; `log`: report those answers in
+        `fast_served` for the access log.
+        """
+        self._worker = worker
+        self._sni = sni.encode("ascii") if sni else ffi.NULL
+        self._log_fast = int(log)
 
     # -- input -------------------------------------------------------------
 
     def receive(self, data):
-        """Feed bytes from the peer; return completed Requests and stream Failures."""
+        """Feed bytes from the peer; return Requests (at their head), stream Failures and TunnelData."""
         if self.closed:
             return []
-        try:
-            events = self._conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:  # h2 has queued the GOAWAY
-            self._close(f"protocol error: {exc}")
-            return []
+        h = self._h
+        table = ffi.NULL
+        if self._worker is not None:
+            fast_table = self._worker.world.fast_table
+            if fast_table is not None:
+                table = fast_table.table
+        sni = self._sni
+        count = lib.zs_h2_receive(h, data, len(data), self._clock(), table, self._log_fast, sni,
+                                  len(sni) if sni else 0)
         out = []
-        for event in events:
-            kind = type(event)
-            if kind is h2.events.RequestReceived:
-                if self.draining and event.stream_id > self._last_stream:
-                    self._conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
-                else:
-                    self._on_headers(event, out)
-            elif kind is h2.events.DataReceived:
-                self._on_data(event, out)
-            elif kind is h2.events.StreamEnded:
-                incoming = self._incoming.pop(event.stream_id, None)
-                if incoming is not None:
-                    if incoming.parts:
-                        incoming.request.body = b"".join(incoming.parts)
-                    out.append(incoming.request)
-            elif kind is h2.events.StreamReset:
-                self._incoming.pop(event.stream_id, None)
-                self._drop_outgoing(event.stream_id)
-                self._count("reset", self._max_resets)
-            elif kind is h2.events.PingReceived:
-                self._count("ping", _MAX_PINGS)
-            elif kind is h2.events.RemoteSettingsChanged:
-                self._count("settings", _MAX_SETTINGS)
-            elif kind is h2.events.ConnectionTerminated:
-                self._close(None)  # the peer's own decision: nothing to report
-            if self.closed:
-                return []
+        if count:
+            self._take_events(count, out)
+        if h.closed:
+            self._on_closed()
+            return []
         return out
 
-    def _on_headers(self, event, out):
-        stream_id = event.stream_id
-        method = target = authority = None
-        headers = []
-        for name, value in event.headers:
-            if name[0] == 58:  # b":"
-                if name == b":method":
-                    method = value.decode("ascii")
-                elif name == b":path":
-                    target = value.decode("utf-8", "surrogateescape")
-                elif name == b":authority":
-                    authority = value.decode("latin-1")
+    def _take_events(self, count, out):
+        h = self._h
+        events = ffi.unpack(h.events, count * _FIELDS)
+        arena = ffi.buffer(h.arena, h.arena_len)[:] if h.arena_len else b""
+        incoming = self._incoming
+        fresh = {}  # stream id → Request handed over in this batch, whose body may end in it too
+        for i in range(0, count * _FIELDS, _FIELDS):
+            kind = events[i]
+            stream_id = events[i + 1]
+            if kind == _DATA:
+                offset = events[i + 2]
+                self._on_data(stream_id, arena[offset:offset + events[i + 3]], out)
+            elif kind == _END:
+                body = incoming.pop(stream_id, None)
+                if body is not None:
+                    body.end()
+                    request = fresh.get(stream_id)
+                    if request is not None and body.received <= self._limits.max_body_bytes:
+                        # The whole body came with the head: no streaming needed.
+                        request.body = body.take_buffered()
+                        request.body_stream = None
+                elif stream_id in self._websockets:
+                    out.append(TunnelData(stream_id, b""))
+            elif kind == _FAST:
+                offset = events[i + 2]
+                method, _, target = arena[offset:offset + events[i + 3]].decode("latin-1").partition("\0")
+                aux = events[i + 4]
+                self.fast_served.append((self._next_request_id(), method, target, aux & 0xFFFF, aux >> 16))
+            elif kind == _CLOSED:
+                body = incoming.pop(stream_id, None)
+                if body is not None:  # reset before its END_STREAM
+                    body.fail(ConnectionResetError(f"HTTP/2 stream {stream_id} was reset before its body ended"))
+                if self._websockets.pop(stream_id, None) is not None:
+                    out.append(TunnelData(stream_id, None))
+                done = self._outgoing.pop(stream_id, None)
+                if done is not None:
+                    self.finished.append((done[0], done[1], events[i + 4]))
             else:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        if authority is None:
+                status = events[i + 4]
+                if status:
+                    out.append(Failure(stream_id, status, _REASONS[status]))
+                else:
+                    offset = events[i + 2]
+                    request = self._on_head(stream_id, arena[offset:offset + events[i + 3]], kind & _HEAD_ENDED)
+                    if request is None:
+                        out.append(Failure(stream_id, 400, "unsupported extended CONNECT protocol"))
+                    else:
+                        out.append(request)
+                        if request.body_stream is not None:
+                            fresh[stream_id] = request
+
+    def _on_head(self, stream_id, blob, ended):
+        """The Request of a head (its body, if any, streams in as `body_stream`); None for an unknown :protocol."""
+        fields = blob.decode("latin-1").split("\0")
+        method, target, authority, protocol = fields[-4:]
+        del fields[-4:]
+        headers = list(zip(fields[0::2], fields[1::2]))
+        if not target.isascii():
+            target = target.encode("latin-1").decode("utf-8", "surrogateescape")
+        if not authority:
+            authority = None
             for name, value in headers:
                 if name == "host":
                     authority = value
+        if protocol:
+            if method != "CONNECT" or protocol != "websocket":
+                return None
+            # RFC 8441 §5: the scripts and the proxy see what an HTTP/1.1 client would have sent.
+            key = base64.b64encode(os.urandom(16)).decode("ascii")
+            self._websockets[stream_id] = key
+            method = "GET"
+            headers += [("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-key", key)]
         request = Request(
             method=method,
-            target=target or "",
+            target=target,
             headers=headers,
             http_version="2",
             scheme=self._scheme,
@@ -235,194 +227,201 @@ class H2Connection:
             authority=authority,
             stream_id=stream_id,
         )
-        if len(headers) > self._limits.max_header_count:
-            out.append(Failure(stream_id, 431, "too many header fields"))
-        elif len(request.target) > self._limits.max_uri_bytes:
-            out.append(Failure(stream_id, 414, "request target too long"))
-        elif _declared_length(headers) > self._limits.max_body_bytes:
-            out.append(Failure(stream_id, 413, "request body too large"))
-        elif event.stream_ended is not None:
-            out.append(request)
-        else:
-            self._incoming[stream_id] = _Incoming(request)
+        if not ended and not protocol:
+            body = RequestBody(_declared_length(headers), functools.partial(lib.zs_h2_consume, self._h, stream_id))
+            request.body_stream = self._incoming[stream_id] = body
+        return request
 
-    def _on_data(self, event, out):
-        stream_id = event.stream_id
-        # Reopen the windows at once: the body limit, not the window, bounds
-        # what we buffer.
-        self._conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-        incoming = self._incoming.get(stream_id)
-        if incoming is None:
+    def _on_data(self, stream_id, data, out):
+        if stream_id in self._websockets:
+            out.append(TunnelData(stream_id, data))
             return
-        incoming.size += len(event.data)
-        if incoming.size > self._limits.max_body_bytes:
-            del self._incoming[stream_id]
-            out.append(Failure(stream_id, 413, "request body too large"))
-        else:
-            incoming.parts.append(event.data)
+        body = self._incoming.get(stream_id)
+        if body is not None:  # the connection applies the body limit where a body is read whole
+            body.feed(data)
 
-    def _count(self, kind, limit):
-        now = self._clock()
-        if now - self._flood_start > _FLOOD_WINDOW:
-            self._flood_start = now
-            for key in self._flood_counts:
-                self._flood_counts[key] = 0
-        self._flood_counts[kind] += 1
-        if self._flood_counts[kind] > limit:
-            self._conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
-            self._close(f"{kind} flood")
+    def _on_closed(self):
+        h = self._h
+        kind = h.closed
+        if kind == lib.ZS_H2_CLOSED_PEER:
+            reason = None  # the peer's own decision: nothing to report
+        elif kind == lib.ZS_H2_CLOSED_PROTOCOL:
+            reason = f"protocol error: {ffi.string(h.errmsg).decode('utf-8', 'replace')}"
+        else:
+            reason = _CLOSE_REASONS[kind]
+        self._close(reason)
 
     def abandon(self, reason):
         """The socket is gone: every stream ends where it is."""
         self._close(reason)
 
     def _close(self, reason):
+        if self.closed:
+            return
         self.closed = True
         self.close_reason = reason
-        for stream_id in list(self._outgoing):
-            self._drop_outgoing(stream_id)
+        h = self._h
+        for stream_id, (request, response) in self._outgoing.items():
+            self.finished.append((request, response, lib.zs_h2_sent(h, stream_id)))
+        self._outgoing.clear()
+        for body in self._incoming.values():
+            body.fail(ConnectionResetError(f"HTTP/2 connection closed: {reason or 'by the peer'}"))
         self._incoming.clear()
-
-    def _drop_outgoing(self, stream_id):
-        outgoing = self._outgoing.pop(stream_id, None)
-        if outgoing is not None:
-            self.finished.append((outgoing.request, outgoing.response, outgoing.sent))
 
     # -- output --------------------------------------------------------------
 
     def send_response(self, stream_id, request, response):
-        """Queue `response` on `stream_id`: headers now, body as windows allow."""
+        """Queue `response` on `stream_id`: headers now, body as windows allow.
+
+        A 101 on an extended CONNECT stream (the upstream accepted the WebSocket) is answered 200 and the
+        stream becomes a tunnel fed with `stream_data`; False when that 101 is not a valid WebSocket answer
+        (the stream then gets a 502 and the caller drops the upstream).
+        """
         if self.closed:
-            return
-        streamed = response.stream is not None and response.length != 0
-        try:
-            self._conn.send_headers(stream_id, _response_headers(response),
-                                    end_stream=not response.body and not streamed)
-        except h2.exceptions.StreamClosedError:  # the peer reset it meanwhile
             self.finished.append((request, response, 0))
-            return
-        if streamed:
-            self._outgoing[stream_id] = _Streamed(request, response)
-        elif response.body:
-            self._outgoing[stream_id] = _Outgoing(request, response)
+            return True
+        key = self._websockets.get(stream_id)
+        if key is not None and response.status == 101:
+            if _header(response.headers, "sec-websocket-accept") != websocket_accept(key):
+                self._submit(stream_id, 502, [("content-length", "0")], (), None,
+                             lib.ZS_H2_NO_BODY | lib.ZS_H2_RESET_AFTER)
+                self.finished.append((request, response, 0))
+                return False
+            headers = [(name, value) for name, value in response.headers if name.lower() not in _UPGRADE_ONLY]
+            result = self._submit(stream_id, 200, headers, (), None, lib.ZS_H2_STREAMED)
         else:
-            self.finished.append((request, response, 0))
+            streamed = response.stream is not None and response.length != 0
+            if streamed:
+                flags = lib.ZS_H2_STREAMED
+            elif response.body:
+                flags = 0
+            else:
+                flags = lib.ZS_H2_NO_BODY
+            result = self._submit(stream_id, response.status, response.headers, response.body, response.fd, flags)
+        if result:
+            self.finished.append((request, response, 0))  # the peer reset the stream meanwhile
+        else:
+            self._outgoing[stream_id] = (request, response)
+        return True
+
+    def _submit(self, stream_id, status, headers, body, fd, flags):
+        """Hand a response to C; 0 when queued, 1 when the stream is gone."""
+        fields = [_STATUS.get(status) or str(status)]
+        for name, value in headers:
+            fields.append(name.lower())
+            fields.append(value)
+        fields.append("date")
+        blob = ":status\0" + "\0".join(fields) + "\0" + httpdate.current().decode("ascii")
+        count = len(fields) // 2 + 1
+        if len(body) == 1 and type(body[0]) is bytes:
+            data = body[0]
+            segments = (-1, len(data))
+        else:
+            data = b"".join(part for part in body if type(part) is bytes)
+            segments = []
+            for part in body:
+                if type(part) is bytes:
+                    segments += (-1, len(part))
+                else:
+                    segments += part
+        result = lib.zs_h2_respond(self._h, stream_id, blob.encode("latin-1"), len(blob), count, data, len(data),
+                                   segments, len(segments) // 2, -1 if fd is None else fd, flags)
+        if result == _INVALID_ARGUMENT and any("\0" in name + value for name, value in headers):
+            # A NUL inside a header (from a script or an upstream) cannot be sent: drop that header.
+            return self._submit(stream_id, status, [(n, v) for n, v in headers if "\0" not in n + v], body, fd,
+                                flags)
+        if result < 0:
+            raise ZeroserveError(f"HTTP/2 response on stream {stream_id} failed: "
+                                 f"{ffi.string(lib.nghttp2_strerror(result)).decode()}")
+        return result
 
     def stream_data(self, stream_id, data):
-        """Queue body bytes of a streamed response (dropped if the stream is gone)."""
-        outgoing = self._outgoing.get(stream_id)
-        if type(outgoing) is _Streamed:
-            outgoing.chunks.append(data)
-            outgoing.buffered += len(data)
+        """Queue body bytes of a streamed response or tunnel (dropped if the stream is gone)."""
+        if stream_id in self._outgoing:
+            lib.zs_h2_stream_data(self._h, stream_id, data, len(data))
 
     def stream_buffered(self, stream_id):
         """Bytes of a streamed response not yet framed, or -1 if the stream is gone (reset, connection closed)."""
-        outgoing = self._outgoing.get(stream_id)
-        return outgoing.buffered if type(outgoing) is _Streamed else -1
+        if stream_id not in self._outgoing:
+            return -1
+        return lib.zs_h2_stream_buffered(self._h, stream_id)
 
     def end_stream(self, stream_id):
         """A streamed response's body is complete: END_STREAM goes with its last bytes."""
-        outgoing = self._outgoing.get(stream_id)
-        if type(outgoing) is _Streamed:
-            outgoing.ended = True
+        if stream_id in self._outgoing:
+            lib.zs_h2_stream_end(self._h, stream_id)
+
+    def consume(self, stream_id, size):
+        """The tunnel's upstream took `size` bytes of the stream's DATA: reopen that much of its window."""
+        lib.zs_h2_consume(self._h, stream_id, size)
 
     def reset_stream(self, stream_id):
         """A streamed response failed after its head: reset the stream (the client sees it cut short)."""
-        outgoing = self._outgoing.pop(stream_id, None)
-        if outgoing is None:
+        done = self._outgoing.pop(stream_id, None)
+        if done is None:
             return
-        try:
-            self._conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
-        except h2.exceptions.StreamClosedError:
-            pass
-        self.finished.append((outgoing.request, outgoing.response, outgoing.sent))
+        sent = lib.zs_h2_sent(self._h, stream_id)
+        lib.zs_h2_reset(self._h, stream_id, _INTERNAL_ERROR)
+        self.finished.append((done[0], done[1], sent))
 
     def refuse(self, failure, response):
         """Answer a stream Failure with a small in-memory `response`, then reset the stream if still open."""
-        conn = self._conn
         stream_id = failure.stream_id
+        self._incoming.pop(stream_id, None)
         body = b"".join(response.body)
-        headers = _response_headers(response)
-        sent = 0
-        try:
-            if body and conn.local_flow_control_window(stream_id) >= len(body):
-                conn.send_headers(stream_id, headers)
-                conn.send_data(stream_id, body, end_stream=True)
-                sent = len(body)
-            else:  # no window for even a few bytes: the status alone says it
-                headers = [(name, value) for name, value in headers if name != b"content-length"]
-                conn.send_headers(stream_id, headers, end_stream=True)
-            stream = conn.streams.get(stream_id)
-            if stream is not None and not stream.closed:
-                conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)  # RFC 9113 §8.1: body not needed
-        except h2.exceptions.StreamClosedError:
-            pass
-        self.finished.append((None, response, sent))
+        headers = response.headers
+        flags = lib.ZS_H2_RESET_AFTER
+        if not body or lib.zs_h2_window(self._h, stream_id) < len(body):
+            # No window for even a few bytes: the status alone says it.
+            headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
+            body = b""
+            flags |= lib.ZS_H2_NO_BODY
+        self._submit(stream_id, response.status, headers, (body,) if body else (), None, flags)
+        self.finished.append((None, response, len(body)))
 
     def data_to_send(self):
         """Frames ready for the socket, body DATA included as far as windows allow."""
-        conn = self._conn
-        budget = _SEND_BUDGET
-        for stream_id in list(self._outgoing):
-            outgoing = self._outgoing[stream_id]
-            while budget > 0 and outgoing.ready:
-                window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size,
-                             budget)
-                if window <= 0:
-                    break
-                chunk = outgoing.read(window)
-                budget -= len(chunk)
-                conn.send_data(stream_id, chunk, end_stream=outgoing.done)
-                if outgoing.done:
-                    del self._outgoing[stream_id]
-                    self.finished.append((outgoing.request, outgoing.response, outgoing.sent))
-                    break
-            if budget <= 0:
-                break
-        if self._goaway:
-            goaway, self._goaway = self._goaway, b""
-            return conn.data_to_send() + goaway
-        return conn.data_to_send()
+        h = self._h
+        size = lib.zs_h2_send(h, _SEND_BUDGET)
+        if h.io_errno:
+            raise OSError(h.io_errno, ffi.string(h.errmsg).decode())
+        if size < 0:
+            self._on_closed()
+            return b""
+        data = ffi.buffer(h.out, size)[:] if size else b""
+        if h.nevents:
+            self._take_events(h.nevents, [])
+        if h.closed and not self.closed:
+            self._on_closed()
+        return data
 
     @property
     def blocked(self):
         """True when bodies wait for the peer's window (a write timeout applies)."""
-        for outgoing in self._outgoing.values():
-            if outgoing.ready:
-                return True
-        return False
+        return bool(self._outgoing) and bool(lib.zs_h2_blocked(self._h))
 
     @property
     def active(self):
         """True while any request is being received or any response sent."""
-        return bool(self._incoming or self._outgoing)
+        return not self.closed and bool(self._incoming or self._h.sources)
 
     def close_gracefully(self):
-        """Send GOAWAY(NO_ERROR): streams already open finish, new ones are refused.
-
-        The frame is built here rather than with h2's close_connection, which
-        would also forbid sending the responses of the streams still open.
-        """
+        """Send GOAWAY(NO_ERROR): streams already open finish, new ones are refused."""
         if self.closed or self.draining:
             return
         self.draining = True
-        self._last_stream = self._conn.highest_inbound_stream_id
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self._last_stream
-        frame.error_code = ErrorCodes.NO_ERROR
-        self._goaway = frame.serialize()
-
-
-def _response_headers(response):
-    headers = [(b":status", _STATUS.get(response.status) or str(response.status).encode("ascii"))]
-    for name, value in response.headers:
-        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    headers.append((b"date", httpdate.current()))
-    return headers
+        lib.zs_h2_goaway(self._h)
 
 
 def _declared_length(headers):
     for name, value in headers:
         if name == "content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+            return int(value)  # nghttp2 has checked it is a number
+    return None
+
+
+def _header(headers, name):
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None

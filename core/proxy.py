@@ -138,8 +138,8 @@ class Exchange:
         return self._connection.drained
 
     def write(self, data):
-        """Tunnel bytes from the client to the upstream (after a 101)."""
-        self._connection.send(data)
+        """Tunnel bytes from the client to the upstream (after a 101); False when the upstream's buffer is full."""
+        return self._connection.send(data)
 
     async def drain(self):
         """Wait while the upstream is not reading tunnel bytes."""
@@ -195,7 +195,7 @@ async def forward(upstreams, url, method, path, query, headers, *, authority, pe
                 connection.send(head + body if body else head)
             else:
                 connection.send(head)
-                upload = asyncio.ensure_future(_upload(connection, body, length is None, options.body_timeout))
+                upload = upstreams.loop.create_task(_upload(connection, body, length is None, options.body_timeout))
             await connection.read_head(options.response_timeout)
         except UpstreamError as error:
             if upload is not None:
@@ -209,7 +209,7 @@ async def forward(upstreams, url, method, path, query, headers, *, authority, pe
     upgraded = connection.upgraded
     framing = connection.framing
     if framing == FIXED:
-        length = _content_length(connection.headers)
+        length = connection.content_length
     elif framing == NO_BODY:
         length = 0
     else:
@@ -244,21 +244,12 @@ async def respond(request, url, overrides=(), options=None):
     try:
         exchange = await forward(upstreams, url, request.method, request.path, request.query, request.headers,
                                  authority=request.authority, peer_ip=request.peer[0], scheme=request.scheme,
-                                 body=request.body, overrides=overrides, websocket=is_websocket(request))
+                                 body=request.body if request.body_stream is None else request.body_stream,
+                                 overrides=overrides, websocket=is_websocket(request))
     except UpstreamError as error:
         log_error(f"[proxy] {request.request_id}: {error}")
         return Response(error.status, [("content-length", "0"), _SERVER_HEADER])
     return Response(exchange.status, exchange.headers, (), exchange.length, stream=exchange)
-
-
-def _content_length(headers):
-    for name, value in headers:
-        if name == "content-length":
-            try:
-                return int(value)
-            except ValueError:
-                raise UpstreamError(f"upstream sent an invalid Content-Length {value!r}") from None
-    return None
 
 
 async def _upload(connection, body, chunked, timeout):

@@ -6,12 +6,145 @@ A Request is mutable on purpose: scripts will rewrite its method, target and
 headers before the action runs.
 """
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass
+
+from zeroserve.core.errors import ProtocolError
+
+# A request body queued beyond this many bytes, not yet read by its action, stops the HTTP layer taking more.
+BODY_HIGH_WATER = 256 * 1024
+
+
+class RequestBody:
+    """A request body on its way in: the HTTP layer feeds it, the action reads it, the backlog stays bounded.
+
+    Producer (HTTP/1 parser, HTTP/2 stream): `feed(data)` per chunk, then `end()`, or `fail(error)` when the
+    body broke off (the client went away, bad framing). `feed` returns False once more than
+    BODY_HIGH_WATER bytes wait: the layer then stops taking input (HTTP/1 pauses the socket, HTTP/2 withholds
+    WINDOW_UPDATE) until `on_consumed(nbytes)`, which it sets, reports that the action took bytes; `queued`
+    says how many still wait. `on_wanted()`, when the layer sets it, is called once when a reader first
+    waits before any byte has arrived (HTTP/1 then sends the 100 Continue the client expects).
+
+    Consumer (the action): `await read()` for the next bytes (b"" at the end), `await read_all(limit)` for
+    the whole body, `take_buffered()` for what is there without waiting, or `discard()` when it does not
+    want it (what was and will be fed is dropped, and reported consumed so input flows on).
+    """
+
+    __slots__ = ("length", "received", "queued", "ended", "discarded", "on_consumed", "on_wanted", "_chunks",
+                 "_error", "_waiter")
+
+    def __init__(self, length=None, on_consumed=None):
+        self.length = length  # the declared length (Content-Length), None when unknown (chunked)
+        self.received = 0  # bytes fed so far
+        self.queued = 0  # bytes fed and not yet read
+        self.ended = False  # every byte has been fed (end() was called)
+        self.discarded = False
+        self.on_consumed = on_consumed  # the producer's flow control: called with each count of bytes taken
+        self.on_wanted = None  # the producer's: called once when a reader waits before any byte came
+        self._chunks = deque()
+        self._error = None
+        self._waiter = None
+
+    # -- producer ---------------------------------------------------------------
+
+    def feed(self, data):
+        """Queue body bytes; False when the backlog is above the high-water mark (stop taking input)."""
+        size = len(data)
+        self.received += size
+        if self.discarded:
+            if self.on_consumed is not None:
+                self.on_consumed(size)
+            return True
+        self._chunks.append(data)
+        self.queued += size
+        self._wake()
+        return self.queued <= BODY_HIGH_WATER
+
+    def end(self):
+        """Every byte has been fed."""
+        self.ended = True
+        self._wake()
+
+    def fail(self, error):
+        """The body broke off: a reader gets `error` (a ProtocolError whose status_hint answers it) instead of bytes."""
+        if not self.ended:
+            self._error = error
+            self._wake()
+
+    @property
+    def finished(self):
+        """True when nothing more will be fed: ended or failed."""
+        return self.ended or self._error is not None
+
+    def _wake(self):
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- consumer ---------------------------------------------------------------
+
+    async def read(self):
+        """The bytes queued so far (waiting for some), b"" after the last; raises what `fail` was given."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self.ended or self.discarded:
+                return b""
+            wanted = self.on_wanted
+            if wanted is not None:
+                self.on_wanted = None
+                if not self.received:
+                    wanted()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self.take_buffered()
+
+    async def read_all(self, limit):
+        """The whole body as bytes; raises ProtocolError (413) as soon as it is known to exceed `limit`."""
+        parts = []
+        while True:
+            if self.received > limit or (self.length or 0) > limit:
+                raise ProtocolError(f"request body over {limit} bytes", 413)
+            data = await self.read()
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    def discard(self):
+        """Drop the body: what is queued and whatever arrives later."""
+        self.discarded = True
+        dropped = self.queued
+        self._chunks.clear()
+        self.queued = 0
+        if dropped and self.on_consumed is not None:
+            self.on_consumed(dropped)
+        self._wake()
+
+    def take_buffered(self):
+        """The bytes queued so far (b"" if none), without waiting: all of the body once it has `ended`."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        size = len(data)
+        self.queued -= size
+        if self.on_consumed is not None:
+            self.on_consumed(size)
+        return data
 
 
 @dataclass(slots=True, eq=False)
 class Request:
-    """One complete request as the peer sent it (body fully read, within the limit)."""
+    """One request as the peer sent it, handed over once its head is complete.
+
+    `body_stream` is the body as it arrives (a RequestBody), None when the request has none. `body` holds
+    the whole body once the connection has read it for an action that needs it whole (scripts reading it,
+    static and script answers); a proxied request streams `body_stream` instead and leaves `body` empty.
+    """
 
     method: str  # as sent, e.g. "GET"
     target: str  # raw request-target, still percent-encoded ("/a%20b?x=1")
@@ -26,6 +159,7 @@ class Request:
     authority: str | None = None  # Host header, or :authority on HTTP/2
     stream_id: int = 0  # HTTP/2 stream; 0 on HTTP/1
     connection_info: object = None  # the connection's tls.ConnectionFacts; None on plaintext
+    body_stream: RequestBody | None = None  # the body as it arrives; None without one, or once read into `body`
 
     @property
     def host(self):

@@ -9,6 +9,9 @@ Three objects, all meant to be pooled and reused:
   finished `zs_log` lines. `begin(ctx)` starts a new context on a request.
 - `ScriptRun`: a `zeroserve.vm.Run` whose host is a ScriptState, so the core
   helpers (C functions in `core_helper_defs()`) reach the request directly.
+- `CChain` (C `zs_chain`, native/script/zschain.h): a world's request chain
+  run on one request by one C call, and the pools of runs and contexts that
+  Python and the C fast path share.
 
 Strings go in and out as `str` (header text as Latin-1, everything else as
 UTF-8 with surrogateescape) or as `bytes` where noted.
@@ -22,7 +25,8 @@ __all__ = [
     "OUTCOME_NONE", "OUTCOME_ABORT", "OUTCOME_RESPOND", "OUTCOME_PROXY",
     "CHANGED_METHOD", "CHANGED_URI", "CHANGED_HEADERS", "URI_INVALID",
     "RESPONSE_HEADER_PREFIX", "DEFAULT_BODY_LIMIT",
-    "RequestContext", "ScriptState", "ScriptRun", "core_helper_defs", "set_version",
+    "RequestContext", "ScriptState", "ScriptRun", "CChain", "core_helper_defs", "set_version", "meta_headers",
+    "CHAIN_FINISHED", "CHAIN_YIELDED", "CHAIN_BUSY", "CHAIN_FAULT",
 ]
 
 OUTCOME_NONE = lib.ZS_OUTCOME_NONE
@@ -34,6 +38,13 @@ CHANGED_METHOD = lib.ZS_CHANGED_METHOD
 CHANGED_URI = lib.ZS_CHANGED_URI
 CHANGED_HEADERS = lib.ZS_CHANGED_HEADERS
 URI_INVALID = lib.ZS_URI_INVALID
+
+CHAIN_FINISHED = lib.ZS_CHAIN_FINISHED
+CHAIN_YIELDED = lib.ZS_CHAIN_YIELDED
+CHAIN_BUSY = lib.ZS_CHAIN_BUSY
+CHAIN_FAULT = lib.ZS_CHAIN_FAULT
+_CHAIN_RESPOND = lib.ZS_CHAIN_RESPOND
+_CHAIN_PROXY = lib.ZS_CHAIN_PROXY
 
 RESPONSE_HEADER_PREFIX = "zs.response.header."
 DEFAULT_BODY_LIMIT = 256 * 1024
@@ -61,15 +72,12 @@ def _check(rc, what):
     return rc
 
 
-def _unpack_pairs(data, name_codec, value_codec):
-    """name NUL value NUL ... -> [(name, value)]."""
+def _unpack_pairs(data, codec):
+    """name NUL value NUL ... -> [(name, value)], decoded with `codec` (NUL is never inside a UTF-8 sequence)."""
     if not data:
         return []
-    parts = data.split(b"\0")
-    return [
-        (parts[i].decode(name_codec, "surrogateescape"), parts[i + 1].decode(value_codec, "surrogateescape"))
-        for i in range(0, len(parts) - 1, 2)
-    ]
+    parts = data.decode(codec, "surrogateescape").split("\0")
+    return list(zip(parts[0:-1:2], parts[1::2]))
 
 
 def _fault_message(run):
@@ -180,14 +188,14 @@ class RequestContext:
     def headers(self):
         """[(lowercase name, value)] as the scripts left them."""
         _check(lib.zs_reqctx_headers_export(self._ctx, self._ptr, self._len), "request headers")
-        return _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "latin-1", "latin-1")
+        return _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "latin-1")
 
     def metadata(self):
         """[(key, value)] in insertion order."""
         if not lib.zs_reqctx_meta_count(self._ctx):
             return []
         _check(lib.zs_reqctx_meta_export(self._ctx, self._ptr, self._len), "metadata")
-        return _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "utf-8", "utf-8")
+        return _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "utf-8")
 
     def response_headers(self):
         """[(name, value)] from zs.response.header.<name> metadata."""
@@ -211,7 +219,7 @@ class RequestContext:
     def response(self):
         """(status, [(name, value)], continue_request) after the hooks ran."""
         _check(lib.zs_reqctx_response_headers_export(self._ctx, self._ptr, self._len), "response")
-        headers = _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "latin-1", "latin-1")
+        headers = _unpack_pairs(ffi.unpack(self._ptr[0], self._len[0]), "latin-1")
         return (lib.zs_reqctx_response_status(self._ctx), headers,
                 bool(lib.zs_reqctx_response_continue(self._ctx)))
 
@@ -338,3 +346,125 @@ class ScriptRun(Run):
         if lib.zs_script_json_serialize(self._run, handle, ptr, length) < 0:
             raise ValueError(_fault_message(self._run))
         return ffi.unpack(ptr[0], length[0]).decode("utf-8")
+
+
+def meta_headers(metadata):
+    """[(lowercase name, value)] the `zs.response.header.<name>` keys of `metadata` ((key, value) str pairs)
+    set, in order; a name that is not a token (ASCII whitespace trimmed) or a value with control bytes is skipped.
+
+    The filter is the C one (zs_chain_meta_headers) the fast path applies.
+    """
+    packed = _pack_pairs([(_utf8(key), _utf8(value)) for key, value in metadata])
+    out = ffi.new("char[]", len(packed) or 1)
+    written = lib.zs_chain_meta_headers(packed, len(packed), out)
+    return _unpack_pairs(ffi.unpack(out, written), "utf-8")
+
+
+class CChain:
+    """A world's request chain in C (zs_chain) and the pools of runs and contexts it shares with Python.
+
+    Slots are the world's scripts in name order. Pooled objects are Python
+    ScriptRuns (C pointer `_run`) and RequestContexts (`_ctx`): each is
+    registered once, then moves between the C pool and its users, and the C
+    pointer the chain hands out maps back to its Python object here.
+    """
+
+    __slots__ = ("_chain", "_runs", "_contexts", "req", "__weakref__")
+
+    def __init__(self, num_scripts, slice_budget):
+        chain = lib.zs_chain_new(num_scripts, slice_budget)
+        if chain == ffi.NULL:
+            raise MemoryError("cannot allocate the script chain")
+        self._chain = ffi.gc(chain, lib.zs_chain_free)
+        self._runs = {}  # zs_run pointer -> ScriptRun, every run of every slot
+        self._contexts = {}  # zs_reqctx pointer -> RequestContext
+        self.req = ffi.gc(ffi.new("struct zs_chain_req *"), lib.zs_chain_req_done)  # for requests from Python
+        self.put_context(self.take_context())  # one idle context, so the first request need not be BUSY
+
+    @property
+    def ptr(self):
+        """The C struct zs_chain * (for the fast path)."""
+        return self._chain
+
+    def set_script(self, slot, name, request_entry):
+        """Slot `slot` is script `name`; request_entry is its request entry index, or None."""
+        data = _utf8(name)
+        _check(lib.zs_chain_set_script(self._chain, slot, data, len(data),
+                                       -1 if request_entry is None else request_entry), "script chain")
+
+    def register_run(self, run):
+        """Registers a new ScriptRun (busy: put_run makes it idle)."""
+        self._runs[run._run] = run
+
+    def take_run(self, slot):
+        """An idle ScriptRun of slot `slot`, or None."""
+        ptr = lib.zs_chain_take_run(self._chain, slot)
+        return self._runs[ptr] if ptr else None
+
+    def put_run(self, slot, run):
+        _check(lib.zs_chain_put_run(self._chain, slot, run._run), "script run pool")
+
+    def take_context(self):
+        """An idle RequestContext (a new one when the pool is empty)."""
+        ptr = lib.zs_chain_take_ctx(self._chain)
+        if ptr:
+            return self._contexts[ptr]
+        ctx = RequestContext()
+        self._contexts[ctx._ctx] = ctx
+        return ctx
+
+    def put_context(self, ctx):
+        _check(lib.zs_chain_put_ctx(self._chain, ctx._ctx), "request context pool")
+
+    def begin(self):
+        """Takes a context into `req`: its RequestContext, or None when the pool is empty (BUSY)."""
+        if lib.zs_chain_begin(self._chain, self.req) == CHAIN_BUSY:
+            return None
+        return self._contexts[self.req.ctx]
+
+    def run(self):
+        """Runs the request scripts on `req`: CHAIN_FINISHED, CHAIN_YIELDED or CHAIN_BUSY."""
+        return _check(lib.zs_chain_run(self._chain, self.req), "script chain")
+
+    def release(self, req):
+        """Gives what `req` holds back to the pools."""
+        lib.zs_chain_release(self._chain, req)
+
+    def take_over(self, req):
+        """What the C runner left in `req` (struct zs_chain_req *, or its address), as a ChainOutcome whose
+        context and run (if any) now belong to the caller; req is left empty."""
+        if type(req) is int:
+            req = ffi.cast("struct zs_chain_req *", req)
+        taken = ChainOutcome()
+        taken.ctx = self._contexts[req.ctx]
+        req.ctx = ffi.NULL
+        run = req.run
+        taken.run = self._runs[run] if run else None
+        req.run = ffi.NULL
+        taken.script = req.script
+        taken.run_status = req.run_status
+        kind = taken.kind = req.kind
+        taken.status = req.status
+        taken.body = b""
+        taken.proxy_url = taken.fault_message = ""
+        if kind == _CHAIN_RESPOND:
+            taken.body = ffi.unpack(req.body, req.body_len)
+        elif kind == _CHAIN_PROXY:
+            taken.proxy_url = ffi.unpack(req.body, req.body_len).decode("utf-8", "surrogateescape")
+        elif kind == CHAIN_FAULT:
+            taken.fault_message = ffi.string(req.fault_message).decode("utf-8", "replace")
+        taken.fault_pc = req.fault_pc
+        taken.log = ()
+        if req.log_len:
+            parts = ffi.unpack(req.log, req.log_len).split(b"\0")
+            taken.log = [(parts[i].decode("utf-8", "replace"), parts[i + 1].decode("ascii"))
+                         for i in range(0, len(parts) - 1, 2)]
+            req.log_len = 0
+        return taken
+
+
+class ChainOutcome:
+    """What the C runner left for one request (CChain.take_over); fields as in struct zs_chain_req."""
+
+    __slots__ = ("ctx", "run", "script", "run_status", "kind", "status", "body", "proxy_url", "fault_pc",
+                 "fault_message", "log")

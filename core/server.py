@@ -1,30 +1,34 @@
 """One worker process: its event loop, its SO_REUSEPORT listeners, its signals, its World.
 
-The worker holds the current World in one attribute. SIGHUP builds a new World
-in a thread (off the request path) and swaps that attribute; requests already
-started keep the World they began with (and TLS connections the TLS context
-they began with), and the old World closes when its last
-request ends. SIGTERM/SIGINT stop accepting, let requests in flight finish
+The worker holds the current World in one attribute. A reload arrives from the
+supervisor on the worker's handover channel (the open tar and the record of the
+files the supervisor read, `worldfiles`); the worker builds the same World from
+them in a thread (off the request path, without opening a path) and swaps that
+attribute; requests already started keep the World they began with (and TLS
+connections the TLS context they began with), and the old World closes when its
+last request ends. SIGTERM/SIGINT stop accepting, let requests in flight finish
 (up to --shutdown-timeout), then end the loop.
 """
 
 import asyncio
-import itertools
-import os
+import resource
 import signal
 import socket
 
 import uvloop
 
+from zeroserve.core import worldfiles
 from zeroserve.core.accesslog import AccessLog, log_error
 from zeroserve.core.connection import Connection
 from zeroserve.core.errors import ZeroserveError
+from zeroserve.core.fastpath import FastWorker
 from zeroserve.core.session import PlainSession
 from zeroserve.core.world import World
 
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 _TICK = 0.25  # seconds between timeout sweeps over the connections
 _BACKLOG = 1024
+_FD_RESERVE = 64  # descriptors kept free of connections: the tar, pipes, upstream sockets, a 503 to send
 
 
 def listen_socket(addr):
@@ -43,24 +47,41 @@ def listen_socket(addr):
     return sock
 
 
+def _connection_cap(max_connections, index):
+    """--max-connections, lowered to fit RLIMIT_NOFILE with _FD_RESERVE descriptors to spare (logged once).
+
+    Past the cap a connection is still accepted and answered 503; past the descriptor limit it could
+    only be dropped (libuv then accepts and closes it) and the worker could open no file or upstream.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or max_connections <= soft - _FD_RESERVE:
+        return max_connections
+    cap = max(1, soft - _FD_RESERVE)
+    log_error(f"worker {index}: RLIMIT_NOFILE is {soft}, so at most {cap} connections are served at once "
+              f"(--max-connections {max_connections}); raise the limit (ulimit -n) to serve more")
+    return cap
+
+
 class Worker:
     """The state a worker's connections share: the World, limits, access log, connection set."""
 
-    def __init__(self, config, world, socks, index):
+    def __init__(self, config, world, socks, index, handover):
         self.config = config
         self.limits = config.limits
         self.world = world
         self.connections = set()
+        self.max_connections = _connection_cap(config.limits.max_connections, index)
         self.loop = None
         self.access_log = None
         self._socks = socks  # (plaintext listener, HTTPS listener or None)
         self._index = index
+        self._handover = handover  # this worker's end of the supervisor's handover channel
         self._reloading = False
-        self._reload_again = False
-        ids = itertools.count(1)
-        prefix = os.urandom(4).hex()
-        # Unique across workers and restarts without a syscall per request.
-        self.next_request_id = lambda: f"{prefix}-{next(ids):x}"
+        self._next_reload = None  # (generation, ReplayFiles) received while a build was running
+        # The fast path's C state (core/fastpath.py). Its counter makes every request id, C's and
+        # Python's: unique across workers and restarts without a syscall per request.
+        self.fast = FastWorker(config)
+        self.next_request_id = self.fast.next_request_id
 
     def run(self):
         """Serve until SIGTERM/SIGINT; return the process exit code."""
@@ -71,6 +92,7 @@ class Worker:
         loop = self.loop = asyncio.get_running_loop()
         if self.config.request_logging:
             self.access_log = AccessLog(self.config.log_format, loop.call_soon)
+            self.fast.access_log = self.access_log
         plain_sock, tls_sock = self._socks
         servers = [await loop.create_server(lambda: Connection(self, PlainSession()), sock=plain_sock,
                                             backlog=_BACKLOG)]
@@ -78,7 +100,9 @@ class Worker:
             servers.append(await loop.create_server(lambda: Connection(self, self.world.tls.new_session()),
                                                     sock=tls_sock, backlog=_BACKLOG))
         stopping = loop.create_future()
-        loop.add_signal_handler(signal.SIGHUP, self._start_reload)
+        loop.add_reader(self._handover.fileno(), self._receive_reload)
+        # Reloads come over the handover channel; a SIGHUP sent to the whole group reaches the supervisor too.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
@@ -110,15 +134,29 @@ class Worker:
 
     # -- reload -----------------------------------------------------------------
 
-    def _start_reload(self):
-        if self._reloading:
-            self._reload_again = True  # coalesce: one more build after this one
+    def _receive_reload(self):
+        try:
+            reload = worldfiles.receive(self._handover)
+        except (OSError, ZeroserveError) as error:
+            log_error(f"worker {self._index}: unreadable reload message from the supervisor: {error}")
             return
-        self._reloading = True
-        future = self.loop.run_in_executor(None, World.build, self.config, self.world.generation + 1, self.world)
-        future.add_done_callback(self._finish_reload)
+        if reload is None:  # the supervisor has gone; PR_SET_PDEATHSIG ends this worker
+            self.loop.remove_reader(self._handover.fileno())
+            return
+        if self._next_reload is not None:
+            self._next_reload[1].close()  # coalesce: only the newest World waiting is built
+        self._next_reload = reload
+        if not self._reloading:
+            self._start_reload()
 
-    def _finish_reload(self, future):
+    def _start_reload(self):
+        (generation, files), self._next_reload = self._next_reload, None
+        self._reloading = True
+        future = self.loop.run_in_executor(None, World.build, self.config, generation, self.world, files)
+        future.add_done_callback(lambda done: self._finish_reload(done, files))
+
+    def _finish_reload(self, future, files):
+        files.close()  # the tar, when the build failed before taking it
         self._reloading = False
         error = future.exception()
         if error is None:
@@ -129,11 +167,10 @@ class Worker:
         else:
             log_error(f"worker {self._index}: reload failed with an internal error, still serving the "
                       f"previous site: {error!r}")
-        if self._reload_again:
-            self._reload_again = False
+        if self._next_reload is not None:
             self._start_reload()
 
 
-def run_worker(config, world, socks, index):
+def run_worker(config, world, socks, index, handover):
     """Entry point of a forked worker process; returns its exit code."""
-    return Worker(config, world, socks, index).run()
+    return Worker(config, world, socks, index, handover).run()

@@ -384,6 +384,14 @@ class Site:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as error:
             raise SiteError(f"{display_path}: cannot open the site tar: {error.strerror}; check the path") from None
+        return cls.from_fd(fd, display_path)
+
+    @classmethod
+    def from_fd(cls, fd, display_path):
+        """Indexes the tar open at `fd` (opened elsewhere, e.g. handed over by the supervisor); owns `fd` from here on.
+
+        Raises SiteError with a one-line message naming `display_path`, after closing `fd`.
+        """
         try:
             return cls(display_path, fd, _index(display_path, fd))
         except BaseException:

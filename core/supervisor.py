@@ -2,15 +2,18 @@
 
 The parent binds the addresses (plaintext and HTTPS) once before forking (so
 "port in use" is reported up front, and port 0 resolves to one real port), then
-each worker binds its own SO_REUSEPORT listeners on those ports, then drops its
-privileges (`privileges.Isolation`: --user when started as root). Without
---cert/--key the parent makes (once, in the state directory) the self-signed
-certificate before the first World is built. The parent never serves a request: it waits
-for signals. SIGHUP (or a change of --reload-signal-file) first builds the new
-World here, as a canary: a broken tar is reported once and the workers keep
-their World; a good one is kept for future forks and the workers are told to
-reload. SIGTERM/SIGINT are forwarded and the parent exits 0 once every worker
-has drained.
+each worker binds its own SO_REUSEPORT listeners on those ports, then isolates
+itself (`privileges.Isolation`: --user, default nobody, when started as root;
+user and mount namespaces unless --disable-ns-isolation or refused by the
+kernel). Without --cert/--key the parent makes (once, in the state directory)
+the self-signed certificate before the first World is built. The parent keeps
+its privileges and never serves a request: it waits for signals. SIGHUP (or a
+change of --reload-signal-file) first builds the new World here, as a canary,
+recording every file it read (`worldfiles`): a broken tar is reported once and
+the workers keep their World; a good one is kept for future forks and handed to
+each worker (the open tar and the record, over the worker's unix socket), which
+builds the same World without opening a path. SIGTERM/SIGINT are forwarded and
+the parent exits 0 once every worker has drained.
 """
 
 import ctypes
@@ -23,17 +26,20 @@ import socket
 import time
 from dataclasses import replace
 
+from zeroserve.core import worldfiles
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.certs import ensure_self_signed
 from zeroserve.core.errors import ConfigError, ZeroserveError
 from zeroserve.core.privileges import Isolation
 from zeroserve.core.server import HANDLED_SIGNALS, listen_socket, run_worker
+from zeroserve.core.tls import client_context
 from zeroserve.core.world import World
 
 _READY_TIMEOUT = 30.0  # seconds for all workers to report their listener
 _RESTART_DELAY = 1.0  # a worker that dies this soon after starting is restarted after this delay
 _POLL = 1.0  # seconds between checks of --reload-signal-file
 _KILL_GRACE = 5.0  # seconds past --shutdown-timeout before a worker that will not stop is killed
+_HANDOVER_TIMEOUT = 5.0  # seconds a reload waits for room in a worker's handover channel
 _PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent dies
 
 
@@ -41,11 +47,13 @@ def serve(config):
     """Run the server until SIGTERM/SIGINT; return the exit code. Raises ZeroserveError on startup."""
     _raise_fd_limit()
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS + (signal.SIGCHLD,))
-    isolation = Isolation(config.user, config.workers)
+    isolation = Isolation(config.user, config.workers, config.ns_isolation)
     own = None
     if config.tls_addr is not None and config.cert is None:
         own = ensure_self_signed(config.state_dir)
         config = replace(config, cert=str(own.cert_path), key=str(own.key_path))
+    if config.upstream.ca_file is not None:
+        client_context(config.upstream.ca_file)  # loaded before the workers fork and lose access to it
     world = World.build(config)
     log_error(f"loaded {world.site.file_count} entries from {config.site_path} "
               f"({world.site.total_bytes} bytes)")
@@ -58,6 +66,7 @@ def serve(config):
     if config.tls_addr is not None:
         reservations.append(_reserve(config.tls_addr, "--tls-addr"))
         config = replace(config, tls_addr=_resolved(config.tls_addr, reservations[1]))
+    isolation.probe()
     log_error(isolation.describe())
     return _Supervisor(config, world, reservations, isolation).run()
 
@@ -97,7 +106,7 @@ class _Supervisor:
         self.isolation = isolation
         self.world = world
         self.reservations = reservations
-        self.workers = {}  # pid → (index, start time)
+        self.workers = {}  # pid → (index, start time, supervisor end of its handover channel)
         self.stopping = False
         self.signal_file_content = self._read_signal_file()
 
@@ -118,26 +127,32 @@ class _Supervisor:
 
     def _fork(self, index, ready_write=None):
         parent = os.getpid()
+        channel, worker_channel = worldfiles.handover_channel()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                _stop_with_parent(parent)
                 for reservation in self.reservations:
                     reservation.close()
+                for _, _, other in self.workers.values():
+                    other.close()
+                channel.close()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGCHLD,))
                 tls_addr = self.config.tls_addr
                 socks = (listen_socket(self.config.addr), listen_socket(tls_addr) if tls_addr else None)
                 self.isolation.apply()  # the listeners are bound and the World's files open
+                _stop_with_parent(parent)  # after apply(): the kernel forgets the request when the uid changes
                 if ready_write is not None:
                     os.write(ready_write, b".")
                     os.close(ready_write)
-                code = run_worker(self.config, self.world, socks, index)
+                code = run_worker(self.config, self.world, socks, index, worker_channel)
             except BaseException as error:  # a worker must never return into the parent's code
                 log_error(f"worker {index}: {error!r}")
             finally:
                 os._exit(code)
-        self.workers[pid] = (index, time.monotonic())
+        worker_channel.close()
+        channel.settimeout(_HANDOVER_TIMEOUT)
+        self.workers[pid] = (index, time.monotonic(), channel)
 
     def _wait_ready(self, ready_read):
         pending = self.config.workers
@@ -193,7 +208,9 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
-            index, started = self.workers.pop(pid, (None, 0.0))
+            index, started, channel = self.workers.pop(pid, (None, 0.0, None))
+            if channel is not None:
+                channel.close()
             if index is None or self.stopping:
                 continue
             log_error(f"worker {index} (pid {pid}) {_describe(status)}; restarting it")
@@ -203,8 +220,9 @@ class _Supervisor:
 
     def _reload(self):
         log_error(f"reloading {self.config.site_path}")
+        files = worldfiles.DiskFiles()
         try:
-            world = World.build(self.config, self.world.generation + 1, self.world)
+            world = World.build(self.config, self.world.generation + 1, self.world, files)
         except ZeroserveError as error:
             log_error(f"reload failed, still serving the previous site: {error}")
             return
@@ -212,7 +230,11 @@ class _Supervisor:
                   f"({world.site.total_bytes} bytes)")
         old, self.world = self.world, world
         old.retire()
-        self._signal_workers(signal.SIGHUP)
+        for pid, (index, _, channel) in self.workers.items():
+            try:
+                worldfiles.send(channel, world.generation, files, world.site.fd)
+            except OSError as error:  # it died (and is restarted with this World) or does not read
+                log_error(f"worker {index} (pid {pid}) was not handed the reloaded site: {error}")
 
     def _read_signal_file(self):
         path = self.config.reload_signal_file

@@ -15,11 +15,11 @@ import ipaddress
 import json
 import logging
 import os
-import pathlib
 import threading
 import time
 from dataclasses import dataclass
 
+from zeroserve.core import worldfiles
 from zeroserve.core.errors import ConfigError, TLSError
 from zeroserve.native.boringssl import (
     CLOSED,
@@ -79,7 +79,7 @@ _scratch = _Scratch()
 
 def _read_file(path, what):
     try:
-        return pathlib.Path(path).read_bytes()
+        return worldfiles.read_bytes(path)
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist: give the path of a PEM file") from None
     except IsADirectoryError:
@@ -500,6 +500,21 @@ class ClientContext:
         if resume is not None:
             check(lib.SSL_set_session(ssl, resume.session), "SSL_set_session")
         return TLSSession(self, ssl, server=False)
+
+
+_client_contexts = {}  # CA file (None: the system CAs) -> ClientContext, one per process
+
+
+def client_context(ca_file=None):
+    """This process's ClientContext for `ca_file`, made on first use and kept.
+
+    The supervisor makes the ones the flags name before the workers fork: an isolated worker
+    may not be able to read the CA file, and inherits the loaded context instead.
+    """
+    context = _client_contexts.get(ca_file)
+    if context is None:
+        context = _client_contexts[ca_file] = ClientContext(ca_file)
+    return context
 
 
 @ffi.def_extern(error=0, onerror=lambda *exc_info: log.error("new-session callback failed", exc_info=exc_info))

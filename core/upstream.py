@@ -32,6 +32,7 @@ _WRITE_LOW = 64 * 1024
 _DNS_CACHE_SIZE = 128
 _DNS_TTL = 60.0
 _NO_BODY_STATUSES = frozenset((204, 304))
+_RECHECK_AFTER = 1.0  # seconds idle after which a pooled connection's socket is polled before reuse
 
 # Response framing, decided when the head is complete.
 NO_BODY = 0
@@ -183,19 +184,22 @@ class UpstreamConnection(asyncio.Protocol):
         self._session = session
         self._transport = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter = None  # the future a caller awaits (handshake, head, body, drain)
+        self._waiter = None  # the future a reader awaits (handshake, head, body)
+        self._write_waiter = None  # the future `drain` awaits: a body upload runs beside the reader
         self._write_paused = False
         self._read_paused = False
         self.closed = False  # the upstream closed, or we did
         self._error = None  # an UpstreamError for the next wait
         self.reused = False  # taken from the pool for this exchange
-        self._idle_timer = None
+        self.idle_since = 0.0  # loop time when the pool took it back
         # The current exchange.
         self._head_only = False  # HEAD request: the response has no body whatever it announces
         self.status = 0
         self.headers = []  # [(lowercase name, value)] as str
         self.keep_alive = False
         self.framing = NO_BODY
+        self.content_length = None  # the response's Content-Length when framing is FIXED
+        self._remaining = -1  # bytes of a Content-Length body still to come, counted without the parser; -1: none
         self.head_done = False
         self.body_done = False
         self.upgraded = False  # after a 101: body chunks are the raw tunnel bytes
@@ -228,6 +232,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._chunks.append(plaintext)
                 self._buffered += len(plaintext)
                 self._wake()
+                self._pause_if_full()
             elif self.body_done or not self._exchange_open:
                 # Bytes while idle, or after a complete response: the connection cannot be reused.
                 self.keep_alive = False
@@ -237,10 +242,29 @@ class UpstreamConnection(asyncio.Protocol):
             self._wake()  # the handshake finished
 
     def _feed(self, data):
+        if self._remaining >= 0:
+            self._take_body(data)
+            return
+        # httptools parses heads (and chunked bodies); a head found whole in `data` is fed alone so that a
+        # Content-Length body after it can be taken as it is, without the parser copying it into new objects.
+        start = 0  # where the bytes not yet parsed begin
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0]:]
+            while not self.head_done:
+                end = data.find(b"\r\n\r\n", start)
+                if end < 0:
+                    break
+                self._parser.feed_data(data[start:end + 4])
+                start = end + 4
+            if self.head_done and self.framing == FIXED and not self.body_done and start:
+                self._remaining = self.content_length
+                self._parser = httptools.HttpResponseParser(self)  # the next exchange's: this one is mid-body
+                if start < len(data):
+                    self._take_body(memoryview(data)[start:])
+                return
+            if start < len(data):
+                self._parser.feed_data(data[start:] if start else data)
+        except httptools.HttpParserUpgrade as upgrade:  # its offset counts from the start of the bytes fed
+            rest = data[start + upgrade.args[0]:]
             if rest:
                 self._chunks.append(rest)
                 self._buffered += len(rest)
@@ -248,6 +272,28 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             self._fail(UpstreamError(f"{self.target.url} sent a malformed response: {error}"))
             return
+        self._pause_if_full()
+
+    def _take_body(self, data):
+        """Queue bytes of a Content-Length body for the caller; the body ends after `content_length` of them."""
+        size = len(data)
+        remaining = self._remaining
+        if size >= remaining:
+            if size > remaining:  # bytes after the body: the connection cannot carry another exchange
+                data = data[:remaining]
+                size = remaining
+                self.keep_alive = False
+            self._remaining = -1
+            self.body_done = True
+        else:
+            self._remaining = remaining - size
+        if size:
+            self._chunks.append(data)
+            self._buffered += size
+        self._wake()
+        self._pause_if_full()
+
+    def _pause_if_full(self):
         if self._buffered > _READ_HIGH and not self._read_paused and not self.closed:
             self._read_paused = True
             self._transport.pause_reading()
@@ -264,7 +310,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def resume_writing(self):
         self._write_paused = False
-        self._wake()
+        self._wake_writer()
 
     # -- httptools callbacks ----------------------------------------------------
 
@@ -291,7 +337,7 @@ class UpstreamConnection(asyncio.Protocol):
                 # The parser would wait for the body a HEAD response announces; the next exchange gets a new one.
                 self._parser = httptools.HttpResponseParser(self)
         else:
-            self.framing = _framing(self.headers)
+            self.framing, self.content_length = _framing(self.headers)
             if self.framing == UNTIL_CLOSE:
                 self.keep_alive = False
         self._wake()
@@ -319,21 +365,25 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers = []
         self.keep_alive = False
         self.framing = NO_BODY
+        self.content_length = None
+        self._remaining = -1
         self.head_done = False
         self.body_done = False
         self._chunks.clear()
         self._buffered = 0
 
     def send(self, data):
-        """Write request bytes (the caller awaits `drain` to respect back-pressure)."""
+        """Write request bytes; False when the socket's buffer is full (await `drain` before sending more)."""
         if self.closed:
             raise self._error or UpstreamError(f"{self.target.url} closed the connection")
         self._transport.write(self._session.send(data))
+        return not self._write_paused
 
     async def drain(self, timeout):
         """Wait until the socket takes more; raises UpstreamError when the upstream stops reading for `timeout`."""
         while self._write_paused:
-            await self._wait(timeout, f"{self.target.url} did not read the request body for {timeout:g} s", 502)
+            await self._wait(timeout, f"{self.target.url} did not read the request body for {timeout:g} s", 502,
+                             writing=True)
 
     async def handshake(self, timeout):
         """Complete the TLS handshake (no-op for plaintext)."""
@@ -364,7 +414,13 @@ class UpstreamConnection(asyncio.Protocol):
         chunks = self._chunks
         if not chunks:
             return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
+        if len(chunks) == 1:
+            data = chunks.popleft()
+            if type(data) is memoryview:  # the body after a head that came in the same read
+                data = data.tobytes()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
         self._buffered -= len(data)
         if self._read_paused and not self.closed:
             self._read_paused = False
@@ -383,9 +439,6 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self):
         """Close the socket now (after a close_notify for TLS)."""
         self._exchange_open = False
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         if not self.closed:
             self.closed = True
             transport = self._transport
@@ -408,10 +461,16 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.closed and self._transport.can_write_eof() and not self._session.is_tls:
             self._transport.write_eof()
 
-    def is_alive(self):
-        """True when the idle socket has neither data nor a hang-up waiting (checked before reuse)."""
+    def is_alive(self, check_socket):
+        """True when the idle connection can be reused; with `check_socket`, also no data or hang-up is waiting.
+
+        The loop has delivered any close it saw already; asking the socket only matters after a long idle,
+        when the upstream's close may have raced with this request.
+        """
         if self.closed or not self.keep_alive:
             return False
+        if not check_socket:
+            return True
         sock = self._transport.get_extra_info("socket")
         if sock is None:
             return False
@@ -421,19 +480,26 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- waiting ---------------------------------------------------------------
 
-    async def _wait(self, timeout, message, status):
+    async def _wait(self, timeout, message, status, writing=False):
         if self._error is not None:
             raise self._error
         if self.closed:
             raise UpstreamError(f"{self.target.url} closed the connection", retryable=self.reused and not self.head_done)
         loop = self._loop
-        waiter = self._waiter = loop.create_future()
+        waiter = loop.create_future()
+        if writing:
+            self._write_waiter = waiter
+        else:
+            self._waiter = waiter
         timer = loop.call_later(timeout, _expire, waiter)
         try:
             expired = await waiter
         finally:
             timer.cancel()
-            self._waiter = None
+            if writing:
+                self._write_waiter = None
+            else:
+                self._waiter = None
         if expired:
             raise UpstreamError(message, status)
         if self._error is not None:
@@ -444,16 +510,19 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(False)
 
+    def _wake_writer(self):
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
     def _fail(self, error):
         if self._error is None:
             self._error = error
         self.abort()
         self._wake()
+        self._wake_writer()
 
     def _closed_by_upstream(self):
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         was_closed = self.closed
         self.closed = True
         if self.upgraded:
@@ -470,6 +539,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._error = UpstreamError(f"{self.target.url} closed the connection without a response",
                                             retryable=self.reused)
         self._wake()
+        self._wake_writer()
 
 
 def _expire(waiter):
@@ -478,33 +548,38 @@ def _expire(waiter):
 
 
 def _framing(headers):
+    """(framing, Content-Length or None) of a response with a body; llhttp has checked the length's digits."""
+    length = None
     for name, value in headers:
         if name == "transfer-encoding" and "chunked" in value.lower():
-            return CHUNKED
-    for name, _ in headers:
+            return CHUNKED, None
         if name == "content-length":
-            return FIXED
-    return UNTIL_CLOSE
+            length = int(value)
+    return (UNTIL_CLOSE, None) if length is None else (FIXED, length)
 
 
 class Pool:
-    """Idle upstream connections of one worker, per target key, newest first, expiring after an idle timeout."""
+    """Idle upstream connections of one worker, per target key, newest reused first, expiring after an idle timeout.
+
+    One timer sweeps out expired connections while any is idle, so taking and giving back cost no timer.
+    """
 
     def __init__(self, loop, options):
         self._loop = loop
         self._options = options
-        self._idle = {}  # key → [UpstreamConnection], newest last
+        self._idle = {}  # key → deque of UpstreamConnection, oldest first
+        self._sweeper = None  # the timer of the next expiry sweep, while connections are idle
         self.opened = 0  # connections created, for tests and stats
 
     def take(self, key):
         """A live idle connection for `key`, or None."""
         stack = self._idle.get(key)
+        if not stack:
+            return None
+        now = self._loop.time()
         while stack:
             connection = stack.pop()
-            if connection._idle_timer is not None:
-                connection._idle_timer.cancel()
-                connection._idle_timer = None
-            if connection.is_alive():
+            if connection.is_alive(now - connection.idle_since > _RECHECK_AFTER):
                 connection.reused = True
                 return connection
             connection.close()
@@ -512,25 +587,40 @@ class Pool:
 
     def put(self, connection):
         """Keep an idle connection (the oldest is closed beyond max_idle); it closes after the idle timeout."""
-        stack = self._idle.setdefault(connection.target.key, [])
+        stack = self._idle.get(connection.target.key)
+        if stack is None:
+            stack = self._idle[connection.target.key] = deque()
         if len(stack) >= self._options.max_idle:
-            stack.pop(0).close()
-        connection._idle_timer = self._loop.call_later(self._options.idle_timeout, self._expire, connection)
+            stack.popleft().close()
+        connection.idle_since = self._loop.time()
         stack.append(connection)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self._options.idle_timeout, self._sweep)
 
     def idle_count(self, key):
         """How many idle connections are kept for `key`."""
         return len(self._idle.get(key, ()))
 
-    def _expire(self, connection):
-        connection._idle_timer = None
-        stack = self._idle.get(connection.target.key)
-        if stack and connection in stack:
-            stack.remove(connection)
-        connection.close()
+    def _sweep(self):
+        self._sweeper = None
+        timeout = self._options.idle_timeout
+        now = self._loop.time()
+        oldest = None
+        for key, stack in list(self._idle.items()):
+            while stack and (stack[0].idle_since + timeout <= now or stack[0].closed):
+                stack.popleft().close()
+            if stack:
+                oldest = stack[0].idle_since if oldest is None else min(oldest, stack[0].idle_since)
+            else:
+                del self._idle[key]
+        if oldest is not None:
+            self._sweeper = self._loop.call_later(oldest + timeout - now, self._sweep)
 
     def close(self):
         """Close every idle connection (the worker is stopping)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for stack in self._idle.values():
             for connection in stack:
                 connection.close()
@@ -592,10 +682,10 @@ class Upstreams:
 
     def _tls_session(self, target):
         # tls imports BoringSSL; a server that never proxies to https:// never needs it.
-        from zeroserve.core.tls import ClientContext
+        from zeroserve.core.tls import client_context
         if self._tls_context is None:
             try:
-                self._tls_context = ClientContext(self.options.ca_file)
+                self._tls_context = client_context(self.options.ca_file)
             except ZeroserveError as error:
                 raise UpstreamError(f"cannot verify {target.url}: {error}") from None
         try:

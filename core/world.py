@@ -15,7 +15,9 @@ from zeroserve.core.accesslog import log_error
 from zeroserve.core.chain import ChainOptions, ScriptChain
 from zeroserve.core.config import ServerConfig
 from zeroserve.core.errors import ConfigError, TLSError
+from zeroserve.core.fastpath import FastTable, eligible as fast_eligible
 from zeroserve.core.plugins import build_helper_table, build_plugin_manager, call_impl
+from zeroserve.core import worldfiles
 from zeroserve.core.site import Site
 from zeroserve.core.static import StaticOptions
 from zeroserve.core.tls import Identity, TicketKeys, TLSConfigBuilder
@@ -45,14 +47,23 @@ class World:
     plugins: object  # the pluggy PluginManager of the enabled plugins
     tls: object  # the tls.ServerContext of the HTTPS listener, or None without one
     leases: _Leases = field(default_factory=_Leases, repr=False)
+    reads_body: bool = False  # a script calls a helper that reads the request body: read it whole first
+    fast_table: object = None  # fastpath.FastTable (with a C-only script chain, if any); None: Python serves all
 
     @classmethod
-    def build(cls, config, generation=0, previous=None):
+    def build(cls, config, generation=0, previous=None, files=None):
         """Load everything `config` names; raises SiteError (or another ZeroserveError).
 
         `previous` is the World a reload replaces: its TLS is kept when the new TLS material is bad.
+        `files` is what the build reads through (`worldfiles`): a DiskFiles that records it (the
+        supervisor), the ReplayFiles of that record (a worker), or None for the disk unrecorded.
         """
-        site = Site.open(config.site_path)
+        with worldfiles.reading(files):
+            return cls._load(config, generation, previous)
+
+    @classmethod
+    def _load(cls, config, generation, previous):
+        site = worldfiles.open_site(config.site_path)
         try:
             plugins = build_plugin_manager(config.plugins)
             options = ChainOptions(
@@ -68,19 +79,25 @@ class World:
                 if state is not None:
                     plugin_state[impl.plugin_name] = state
             tls = _build_tls(config, plugins, previous.tls if previous is not None else None)
+            static_options = StaticOptions(index=config.index, try_html=config.try_html)
+            hostnames = frozenset(name.lower() for name in config.validate_hostnames)
+            fast_table = (FastTable(site, static_options, hostnames, chain)
+                          if config.fast_path and fast_eligible(chain) else None)
         except BaseException:
             site.close()
             raise
         world = cls(
             config=config,
             site=site,
-            static_options=StaticOptions(index=config.index, try_html=config.try_html),
-            hostnames=frozenset(name.lower() for name in config.validate_hostnames),
+            static_options=static_options,
+            hostnames=hostnames,
             generation=generation,
             chain=chain,
             plugin_state=plugin_state,
             plugins=plugins,
             tls=tls,
+            reads_body=_scripts_read_body(site),
+            fast_table=fast_table,
         )
         plugins.hook.zeroserve_world_ready(world=world)
         return world
@@ -105,6 +122,15 @@ class World:
     def _close(self):
         self.plugins.hook.zeroserve_world_retired(world=self)
         self.site.close()
+
+
+# Helpers that see the request body: a world whose scripts call one reads each body whole before they run.
+_BODY_HELPERS = (b"zs_req_body_json", b"zs_aws_sign_request")
+
+
+def _scripts_read_body(site):
+    """True when a script's ELF names a body helper among its symbols."""
+    return any(helper in site.read(entry) for _, entry in site.scripts() for helper in _BODY_HELPERS)
 
 
 def _build_tls(config, plugins, previous_tls):

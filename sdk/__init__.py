@@ -19,9 +19,20 @@ from typing import Any, Callable
 
 import pluggy
 
+from zeroserve.core import worldfiles
 from zeroserve.core.errors import ScriptFault
 
 hookimpl = pluggy.HookimplMarker("zeroserve")
+
+
+def read_world_file(path):
+    """The bytes of a file a plugin loads while a World is built; raises OSError as reading it would.
+
+    Workers run isolated (another user, a reduced mount namespace) and never open such files
+    themselves: read through this, the file is read by the supervisor, which hands what it read
+    to the workers with each reload. A plain ``open`` in a World-building hook fails in a worker.
+    """
+    return worldfiles.read_bytes(path)
 
 
 class HelperError(ScriptFault):

@@ -208,7 +208,9 @@ PIPELINE = (b"POST /x?y=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-A: 2\r\nContent-Len
 
 
 def _summary(events):
-    return [(e.method, e.target, e.headers, e.body) for e in events]
+    """(method, target, headers, body) per Request; the body is what its body_stream has been fed."""
+    return [(e.method, e.target, e.headers, e.body_stream.take_buffered() if e.body_stream else b"")
+            for e in events]
 
 
 EXPECTED = [

@@ -230,8 +230,13 @@ def _h2server():
     return http2.H2Connection(Limits(), "http", ("127.0.0.1", 1), lambda: str(next(ids)), time.monotonic)
 
 
+def _body(request):
+    """The request's whole body, whether it came with the head or streamed in afterwards."""
+    return request.body_stream.take_buffered() if request.body_stream is not None else request.body
+
+
 def _summary(events):
-    return [(e.method, e.target, e.headers, e.body, e.stream_id, e.authority) for e in events]
+    return [(e.method, e.target, e.headers, _body(e), e.stream_id, e.authority) for e in events]
 
 
 EXPECTED = [("POST", "/x?y=1", [("x-a", "1")], b"abcd", 1, "h")]
@@ -251,11 +256,12 @@ def test_h2connection_parses_byte_at_a_time():
     assert _summary(events) == EXPECTED
 
 
-def test_h2connection_leaves_unfinished_stream_pending():
-    """A stream whose body has not ended yields nothing until its last DATA frame."""
+def test_h2connection_streams_unfinished_body():
+    """A request is handed over with its head; its body streams in and ends with the last DATA frame."""
     data = _client_bytes()
     server = _h2server()
     cut = len(data) - 11  # the last DATA frame: 9-byte header + b"cd"
-    assert server.receive(data[:cut]) == []
-    assert server.active
-    assert _summary(server.receive(data[cut:])) == EXPECTED
+    (request,) = server.receive(data[:cut])
+    assert server.active and request.body_stream.received == 2 and not request.body_stream.ended
+    assert server.receive(data[cut:]) == []
+    assert request.body_stream.ended and _summary([request]) == EXPECTED

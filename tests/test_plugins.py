@@ -35,11 +35,14 @@ RECORDER = textwrap.dedent('''
     from zeroserve.core.errors import ConfigError
     from zeroserve.sdk import HelperError, HelperSpec, hookimpl
 
+    _log = []  # the log's descriptor, opened by the supervisor before the workers drop their privileges
+
     def _record(config, line):
         path = config.options.recorder_log
-        if path:
-            with open(path, "a") as log:
-                log.write(f"{os.getpid()} {line}\\n")
+        if path and not _log:
+            _log.append(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        if _log:
+            os.write(_log[0], f"{os.getpid()} {line}\\n".encode())
 
     @hookimpl
     def zeroserve_add_options(parser):

@@ -1,10 +1,13 @@
 """zs_reverse_proxy end to end: a real server whose script proxies to real upstreams, with curl, h2 and websockets."""
 
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -169,13 +172,18 @@ def test_proxy_http_pool_reuses_upstream_connection(server):
         fresh.stop()
 
 
-def test_proxy_http_unix_socket_upstream(server, tmp_path):
+def test_proxy_http_unix_socket_upstream(server):
     """A unix/PATH target is reached through the server."""
-    unix_backend = PythonBackend(tmp_path / "b.sock")
+    # The workers run as nobody: the socket must be where, and as, that user can connect.
+    directory = Path(tempfile.mkdtemp(prefix="zs-unix-upstream-", dir="/tmp"))
+    directory.chmod(0o755)
+    unix_backend = PythonBackend(directory / "b.sock")
+    (directory / "b.sock").chmod(0o666)
     try:
         status, _, body = get(server, "/echo/u", unix_backend.url)
     finally:
         unix_backend.stop()
+        shutil.rmtree(directory)
     assert status == 200 and json.loads(body)["target"] == "/echo/u"
 
 

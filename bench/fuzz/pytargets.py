@@ -8,15 +8,20 @@ or a failed assertion is a finding. The fuzzer-chosen split points come from
 the input's first byte, so the corpus files are plain protocol bytes after it.
 """
 
+import argparse
+import functools
 import logging
 import re
+from pathlib import Path
 
 from zeroserve.core import http1, http2, paths, proxyproto, site
 from zeroserve.core.config import Limits
-from zeroserve.core.errors import ProtocolError, SiteError
+from zeroserve.core.errors import ProtocolError, SiteError, TLSError
 from zeroserve.core.request import Request
+from zeroserve.core.tls import Identity, TicketKeys, TLSConfigBuilder
 from zeroserve.plugins.oidc import flow, seal
-from zeroserve.plugins.tls_ech import clienthello, ja4
+from zeroserve.plugins.tls_ech import clienthello, configure, handshake, ja4
+from zeroserve.plugins.tls_ech.relay import RelayHandoff
 
 logging.disable(logging.WARNING)  # the tar parser warns about every odd member
 
@@ -27,6 +32,8 @@ PEER = ("192.0.2.1", 4321)
 _H1_STATUSES = {400, 413, 414, 417, 431}
 _JA4 = re.compile(r"^t(13|12|11|10|s3|s2|d1|d2|d3|00)[di]\d\d\d\d[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}$")
 _SEALER = seal.Sealer(b"fuzzing-cookie-secret-0123456789")
+_RELAY_MATERIAL = Path(__file__).resolve().parent / "relay_material"  # written by seeds.relay_material
+_RELAY_PUBLIC_NAME = "public.example"  # the ECH key's public name: the cover site's
 
 
 def _pieces(data):
@@ -82,7 +89,7 @@ def http1_request(data):
 
 
 def http2_frames(data):
-    """HTTP/2 frame sequences after the preface: h2 plus our limits never raise, and refuse only with 4xx."""
+    """HTTP/2 frame sequences after the preface: nghttp2 plus our limits never raise, and refuse only with 4xx."""
     step, body = _pieces(data)
     conn = http2.H2Connection(LIMITS, "https", PEER, _counter(), lambda: 0.0)
     conn.data_to_send()
@@ -185,6 +192,45 @@ def oidc_cookie(data):
     assert _SEALER.open(seal.STATE_AAD, sealed, now=0) is None, "a seal opened under another purpose"
 
 
+@functools.cache
+def _relay_context():
+    """The ServerContext tls_ech makes for `--cert` (hidden.example only) and `--ech-key` (public.example)."""
+    builder = TLSConfigBuilder(Identity.load(_RELAY_MATERIAL / "cert.pem", _RELAY_MATERIAL / "key.pem"), TicketKeys())
+    options = argparse.Namespace(cert_dir=None, ech_key=str(_RELAY_MATERIAL / "ech.pem"),
+                                 ech_relay_target=[f"{_RELAY_PUBLIC_NAME}=127.0.0.1:9"], ech_relay_connect_timeout=1.0,
+                                 ech_relay_idle_timeout=1.0, ech_relay_max=1)
+    configure.configure_tls(builder, options)
+    return builder.build()
+
+
+def _relay_outcome(body, step):
+    """What the server decides for these first bytes: ("relay", name), ("refuse",) or ("continue", ech_accepted)."""
+    session = _relay_context().new_session()
+    for piece in _split(body, step):
+        try:
+            session.receive(piece)
+        except RelayHandoff as handoff:
+            assert not session.ech_accepted, "a handshake whose ECH was accepted was relayed"
+            return ("relay", handoff.public_name)
+        except TLSError:
+            return ("refuse",)
+    return ("continue", session.ech_accepted)
+
+
+def relay_decision(data):
+    """The ECH relay decision on raw first flights through BoringSSL and tls_ech: it relays only a ClientHello
+    whose SNI is the public name, without accepted ECH; it refuses anything else with TLSError; the pieces
+    the bytes arrive in do not change it."""
+    step, body = _pieces(data)
+    whole = _relay_outcome(body, 0)
+    assert _relay_outcome(body, step) == whole, "splitting the input changed the relay decision"
+    outer = handshake._outer_name(body)  # what connection_facts reports as the outer SNI; never raises
+    if whole[0] == "relay":
+        assert whole[1] == _RELAY_PUBLIC_NAME, f"relayed for {whole[1]!r}, which is no public name"
+        # BoringSSL chose on its own parse of the SNI; our parser, when it reads the hello, must agree.
+        assert outer in (None, _RELAY_PUBLIC_NAME), f"relayed a hello whose SNI our parser reads as {outer!r}"
+
+
 TARGETS = {
     "http1": http1_request,
     "http2": http2_frames,
@@ -193,4 +239,5 @@ TARGETS = {
     "paths": request_path,
     "clienthello": client_hello,
     "oidc_cookie": oidc_cookie,
+    "relay": relay_decision,
 }

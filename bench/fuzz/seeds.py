@@ -6,12 +6,17 @@ not here. Python targets read a first byte that picks how the rest is split into
 pieces (see pytargets._pieces); seeds use 0 (whole) and a small step.
 """
 
+import datetime
 import hashlib
 import io
 import random
+import socket
 import ssl
 import struct
+import subprocess
 import tarfile
+import tempfile
+import threading
 from pathlib import Path
 
 import h2.config
@@ -20,6 +25,8 @@ import h2.settings
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, PriorityFrame, SettingsFrame
 
 from zeroserve.core.compile import ScriptCompiler
+from zeroserve.plugins.tls_ech import echconfig
+from zeroserve.plugins.tls_ech.clienthello import ClientHelloReader, MalformedClientHello
 
 FUZZ_DIR = Path(__file__).resolve().parent
 ROOT = FUZZ_DIR.parents[1]
@@ -171,10 +178,108 @@ def sigv4_seeds():
             b"\xffPUT\0/\0\0sqs"]
 
 
+# The relay target's fixed TLS material (see pytargets.relay_decision): a certificate for the hidden
+# site's name only, and one ECH key whose public name is the cover site's.
+RELAY_MATERIAL = FUZZ_DIR / "relay_material"
+RELAY_HIDDEN_NAME = "hidden.example"
+RELAY_PUBLIC_NAME = "public.example"
+
+
+def relay_material():
+    """Writes the relay target's certificate, key and ECH key once; they stay fixed so the seeds keep decrypting."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    RELAY_MATERIAL.mkdir(exist_ok=True)
+    if not (RELAY_MATERIAL / "cert.pem").exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RELAY_HIDDEN_NAME)])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(datetime.datetime(2020, 1, 1))
+                .not_valid_after(datetime.datetime(2120, 1, 1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(RELAY_HIDDEN_NAME)]), critical=False)
+                .sign(key, hashes.SHA256()))
+        (RELAY_MATERIAL / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (RELAY_MATERIAL / "key.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    if not (RELAY_MATERIAL / "ech.pem").exists():
+        (RELAY_MATERIAL / "ech.pem").write_text(echconfig.to_pem(echconfig.generate(RELAY_PUBLIC_NAME, 7)))
+
+
+def _first_flight(client_argv, server_name=None):
+    """The bytes a real client sends first (its ClientHello records) to a listener that answers nothing.
+
+    `client_argv` takes the port through "{port}"; the client fails once the listener closes, as intended.
+    With `server_name`, connections whose ClientHello names another host are skipped.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    captured = bytearray()
+
+    def capture():
+        listener.settimeout(20)
+        while not captured:  # a browser may open other connections first (plain HTTP, background fetches)
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            reader = ClientHelloReader()
+            with connection:
+                connection.settimeout(10)
+                try:
+                    hello = None
+                    while hello is None and (data := connection.recv(65536)):
+                        hello = reader.feed(data)
+                    if hello is not None and server_name in (None, hello.server_name):
+                        captured.extend(reader.received)
+                except (MalformedClientHello, OSError):
+                    pass
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    subprocess.run([arg.format(port=port) for arg in client_argv], stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=30, check=False)
+    thread.join(10)
+    listener.close()
+    if not captured:
+        raise RuntimeError(f"{client_argv[0]} sent no ClientHello")
+    return bytes(captured)
+
+
+def relay_seeds():
+    """Real first flights: curl and bssl-tool for the cover and hidden names, bssl-tool with ECH to our key,
+    to a stranger's key and with GREASE ECH, Chromium, and a client without SNI."""
+    relay_material()
+    [key] = echconfig.load(RELAY_MATERIAL / "ech.pem")
+    stranger = echconfig.generate(RELAY_PUBLIC_NAME, 9)
+    flights = []
+    with tempfile.TemporaryDirectory() as scratch:
+        ours, theirs = Path(scratch) / "ours.list", Path(scratch) / "theirs.list"
+        ours.write_bytes(echconfig.config_list([key.config]))
+        theirs.write_bytes(echconfig.config_list([stranger.config]))
+        bssl = ["bssl-tool", "client", "-connect", "127.0.0.1:{port}", "-min-version", "tls1.3"]
+        for name in (RELAY_PUBLIC_NAME, RELAY_HIDDEN_NAME):
+            flights.append(_first_flight(["curl", "-sk", "--max-time", "5", "--resolve", f"{name}:{{port}}:127.0.0.1",
+                                          f"https://{name}:{{port}}/"]))
+            flights.append(_first_flight([*bssl, "-server-name", name]))
+        flights.append(_first_flight([*bssl, "-server-name", "secret.example", "-ech-config-list", str(ours)]))
+        flights.append(_first_flight([*bssl, "-server-name", "secret.example", "-ech-config-list", str(theirs)]))
+        flights.append(_first_flight([*bssl, "-server-name", RELAY_PUBLIC_NAME, "-ech-grease"]))
+        flights.append(_first_flight([*bssl, "-alpn-protos", "h2"]))
+        flights.append(_first_flight(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                      "--disable-background-networking", "--disable-component-update",
+                                      f"--user-data-dir={scratch}/chromium", "--timeout=5000",
+                                      "--host-resolver-rules=MAP * 127.0.0.1:{port}",
+                                      f"https://{RELAY_PUBLIC_NAME}/"], RELAY_PUBLIC_NAME))
+    return _split_variants(flights)
+
+
 SEEDS = {
     "http1": http1_seeds, "http2": http2_seeds, "tar": tar_seeds, "proxyproto": proxyproto_seeds,
     "paths": paths_seeds, "clienthello": clienthello_seeds, "oidc_cookie": oidc_cookie_seeds,
-    "json": json_seeds, "elf": elf_seeds, "vm": vm_seeds, "sigv4": sigv4_seeds,
+    "json": json_seeds, "elf": elf_seeds, "vm": vm_seeds, "sigv4": sigv4_seeds, "relay": relay_seeds,
 }
 
 if __name__ == "__main__":

@@ -67,3 +67,44 @@ int zs_script_json_serialize(struct zs_run *run, uint64_t handle, const char **t
 
 const struct zs_helper_def *zs_core_helpers(size_t *count);
 int zs_core_set_version(const char *version, size_t len);
+
+/* the C chain runner (zschain.h) */
+struct zs_chain;
+enum zs_chain_status { ZS_CHAIN_FINISHED = 0, ZS_CHAIN_YIELDED = 1, ZS_CHAIN_BUSY = 2 };
+enum zs_chain_kind {
+    ZS_CHAIN_NONE = 0,
+    ZS_CHAIN_ABORT = 1,
+    ZS_CHAIN_RESPOND = 2,
+    ZS_CHAIN_PROXY = 3,
+    ZS_CHAIN_FAULT = 10
+};
+struct zs_chain_req {
+    struct zs_reqctx *ctx;
+    int kind;
+    unsigned script;
+    struct zs_run *run;
+    int run_status;
+    unsigned status;
+    const char *body;
+    size_t body_len;
+    uint32_t fault_pc;
+    const char *fault_message;
+    char *log;
+    size_t log_len;
+    size_t log_cap;
+    size_t run_slot;
+};
+struct zs_chain *zs_chain_new(size_t num_scripts, int64_t slice_budget);
+void zs_chain_free(struct zs_chain *chain);
+int zs_chain_set_script(struct zs_chain *chain, size_t slot, const char *name, size_t name_len,
+                        int request_entry);
+struct zs_run *zs_chain_take_run(struct zs_chain *chain, size_t slot);
+int zs_chain_put_run(struct zs_chain *chain, size_t slot, struct zs_run *run);
+struct zs_reqctx *zs_chain_take_ctx(struct zs_chain *chain);
+int zs_chain_put_ctx(struct zs_chain *chain, struct zs_reqctx *ctx);
+int zs_chain_begin(struct zs_chain *chain, struct zs_chain_req *req);
+int zs_chain_run(struct zs_chain *chain, struct zs_chain_req *req);
+void zs_chain_release(struct zs_chain *chain, struct zs_chain_req *req);
+void zs_chain_req_done(struct zs_chain_req *req);
+size_t zs_chain_meta_headers(const char *meta, size_t meta_len, char *out);
+size_t zs_program_called_helpers(const struct zs_program *prog, const char **names, size_t max);

@@ -147,6 +147,13 @@ class Program:
         except KeyError:
             raise ScriptLoadError(f"the script has no section {name!r}") from None
 
+    def called_helpers(self):
+        """The names of the helpers this program's code can call (all bound ones if it uses callx)."""
+        count = lib.zs_program_called_helpers(self._prog, ffi.NULL, 0)
+        names = ffi.new("const char *[]", count)
+        lib.zs_program_called_helpers(self._prog, names, count)
+        return frozenset(ffi.string(name).decode("utf-8", "replace") for name in names)
+
     def run(self, memory_kb=DEFAULT_MEMORY_KB, host=None):
         """A new Run of this program with `memory_kb` KiB of guest memory."""
         return Run(self, memory_kb, host)

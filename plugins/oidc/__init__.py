@@ -6,6 +6,7 @@ flow.py, id_token checks in tokens.py, cookies in seal.py, provider metadata
 and keys in discovery.py).
 """
 
+from zeroserve.core.tls import client_context
 from zeroserve.plugins.oidc.helpers import Settings, make_helpers
 from zeroserve.sdk import HelperSpec, hookimpl
 
@@ -17,6 +18,14 @@ def zeroserve_add_options(parser):
                              "(only for tests against a local provider)")
     parser.add_argument("--oidc-ca-file", metavar="PEM", default=None,
                         help="verify identity providers against this CA bundle instead of the system CAs")
+
+
+@hookimpl
+def zeroserve_configure(config):
+    ca_file = getattr(config.options, "oidc_ca_file", None)
+    if ca_file is not None:
+        # Loaded here, in the supervisor before the workers fork: an isolated worker may not read the file.
+        client_context(ca_file)
 
 
 @hookimpl

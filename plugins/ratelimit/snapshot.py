@@ -29,11 +29,19 @@ def save(table, path):
     data = msgpack.packb({"format": FORMAT, "version": VERSION, "saved_at_ns": time.time_ns(),
                           "buckets": buckets}, use_bin_type=True)
     temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        # A full disk fails the write: the previous snapshot stays, and so must the space it had.
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
     return len(buckets)
 
 

@@ -22,6 +22,7 @@ import os
 import pathlib
 from dataclasses import dataclass, field
 
+from zeroserve.core import worldfiles
 from zeroserve.core.errors import ConfigError
 
 __all__ = ["Credentials", "resolve"]
@@ -44,8 +45,7 @@ def _path(environ, variable, default):
 def _read_ini(path):
     parser = configparser.RawConfigParser()
     try:
-        with open(path, encoding="utf-8") as file:
-            parser.read_file(file)
+        parser.read_string(worldfiles.read_bytes(path).decode("utf-8"), str(path))
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, configparser.Error) as error:

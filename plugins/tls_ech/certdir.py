@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from zeroserve.core import worldfiles
 from zeroserve.core.errors import ConfigError
 from zeroserve.core.tls import Identity, ServerContext
 
@@ -75,13 +76,15 @@ class CertDirectory:
     def load(cls, directory):
         """Read and pair every file of the directory; ConfigError says what is missing where."""
         root = pathlib.Path(directory)
-        if not root.is_dir():
+        if worldfiles.kind(root) != worldfiles.DIRECTORY:
             raise ConfigError(f"--cert-dir {directory} is not a directory: give a directory of PEM files")
         chains = []  # (path, leaf)
         keys = {}  # SubjectPublicKeyInfo DER -> path
-        for path in sorted(p for p in root.iterdir() if p.is_file()):
+        for path in (root / name for name in worldfiles.list_dir(root)):
+            if worldfiles.kind(path) != worldfiles.FILE:
+                continue
             try:
-                data = path.read_bytes()
+                data = worldfiles.read_bytes(path)
             except OSError as exc:
                 raise ConfigError(f"--cert-dir file {path} cannot be read: {exc.strerror}") from None
             certificates = _CERT_BLOCK.findall(data)

@@ -13,6 +13,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
+from zeroserve.core import worldfiles
 from zeroserve.core.errors import ConfigError
 from zeroserve.native.boringssl import check, check_ptr, drain_errors, ffi, lib
 
@@ -193,19 +194,21 @@ def parse_pem(text, source):
 def load(path):
     """Every ECHKey of --ech-key PATH (a file, or a directory of files read in sorted order)."""
     path = pathlib.Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+    what = worldfiles.kind(path)
+    if what == worldfiles.DIRECTORY:
+        files = [path / name for name in worldfiles.list_dir(path)
+                 if not name.startswith(".") and worldfiles.kind(path / name) == worldfiles.FILE]
         if not files:
             raise ConfigError(f"--ech-key directory {path} holds no key files: add one made with "
                               "'zeroserve ech-keygen'")
-    elif path.exists():
+    elif what is not None:
         files = [path]
     else:
         raise ConfigError(f"--ech-key {path} does not exist: give a key file or a directory of them")
     keys = []
     for file in files:
         try:
-            text = file.read_text("ascii")
+            text = worldfiles.read_bytes(file).decode("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"ECH key file {file} cannot be read: {exc}") from None
         keys.extend(parse_pem(text, str(file)))

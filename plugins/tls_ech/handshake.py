@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from zeroserve.core import worldfiles
 from zeroserve.core.errors import TLSError
 from zeroserve.core.tls import ConnectionFacts
 from zeroserve.plugins.tls_ech.certdir import dns_names, name_matches
@@ -23,8 +24,7 @@ from zeroserve.plugins.tls_ech.relay import RelayHandoff
 
 def identity_dns_names(identity):
     """The lowercase DNS SANs of an Identity's leaf (what --cert covers)."""
-    with open(identity.cert_path, "rb") as file:
-        return dns_names(x509.load_pem_x509_certificate(file.read()))
+    return dns_names(x509.load_pem_x509_certificate(worldfiles.read_bytes(identity.cert_path)))
 
 
 @dataclass(frozen=True, slots=True)

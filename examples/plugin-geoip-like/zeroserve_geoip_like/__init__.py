@@ -14,7 +14,7 @@ import ipaddress
 from importlib import resources
 
 from zeroserve.core.errors import ConfigError
-from zeroserve.sdk import HelperSpec, hookimpl
+from zeroserve.sdk import HelperSpec, hookimpl, read_world_file
 
 PLUGIN = "geoip"
 HELPER = "zs_geoip_country"
@@ -119,7 +119,7 @@ def zeroserve_world_state(config, site):
     if path is None:
         return RangeTable.parse(resources.files(__name__).joinpath("ranges.csv").read_text(), "built-in ranges")
     try:
-        with open(path, encoding="utf-8") as file:
-            return RangeTable.parse(file.read(), path)
+        # Read through the SDK: the supervisor reads it and hands it to the isolated workers on reloads.
+        return RangeTable.parse(read_world_file(path).decode("utf-8"), path)
     except OSError as error:
         raise ConfigError(f"--geoip-ranges {path}: {error.strerror}") from None

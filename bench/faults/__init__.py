@@ -1,0 +1,1 @@
+"""Load and fault scenarios against a real zeroserve, with figures: see run.py."""
