@@ -1,9 +1,10 @@
 """Writes the Caddyfile for a workload and starts Caddy (Debian's `caddy`) as a pinned child.
 
 Caddy is a Go program: it cannot be limited to one worker, so it gets the nearest thing, taskset on the
-server core and GOMAXPROCS=1 (GOMAXPROCS=N for N "workers"). Static files go through `file_server`; the workload's `caddy_site` directives
-stand in for scripts (`header`, `respond`, `reverse_proxy`). No access log (Caddy logs requests only when a
-site asks for it), no admin endpoint, no automatic HTTPS: TLS 1.3 with the harness's certificate.
+server core and GOMAXPROCS=1 (GOMAXPROCS=N for N "workers"). Static files go through `file_server`; the
+workload's `caddy_site` directives stand in for scripts (`header`, `respond`, `reverse_proxy`). No access log
+(Caddy logs requests only when a site asks for it), no admin endpoint, no automatic HTTPS: TLS 1.3 with the
+harness's certificate.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def start(
         cpus=placement.cpus,
         log_path=workdir / "stdout.log",
         # Caddy keeps its state (certificates, autosave) under XDG_DATA_HOME and XDG_CONFIG_HOME.
-        env=os.environ | {"GOMAXPROCS": str(placement.workers), "XDG_DATA_HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir)},
+        env=os.environ | {"GOMAXPROCS": str(placement.workers),
+                          "XDG_DATA_HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir)},
     )
     process.start(ready_port=port)
     return RunningServer(label=label, process=process, port=port)

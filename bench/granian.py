@@ -26,17 +26,20 @@ def start(
     label: str, workload: Workload, transport: Transport, site_root: Path, workdir: Path, placement: Placement,
     tls: TlsFiles | None,
 ) -> RunningServer:
-    """Writes the workload's ASGI app into workdir, starts Granian on it and returns once its port accepts connections."""
+    """Writes the workload's ASGI app into workdir, starts Granian on it, returns once its port accepts connections."""
     workdir.mkdir(parents=True)
     port = free_port()
-    (workdir / "bench_app.py").write_text(f"SITE_ROOT = {str(site_root)!r}\n\n{workload.granian_app or _NOT_FOUND_ASGI}")
+    app = workload.granian_app or _NOT_FOUND_ASGI
+    (workdir / "bench_app.py").write_text(f"SITE_ROOT = {str(site_root)!r}\n\n{app}")
     # Plaintext h2 is h2c with prior knowledge, which Granian speaks only when told to speak HTTP/2 alone.
     http = "auto" if transport.tls else ("2" if transport.h2 else "1")
-    argv = [str(GRANIAN), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--workers", str(placement.workers),
+    argv = [str(GRANIAN), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(placement.workers),
             "--runtime-threads", "1", "--loop", "uvloop", "--http", http, "--no-ws", "--no-access-log",
             "--log-level", "error", "--working-dir", str(workdir)]  # fmt: skip
     if workload.granian_app is None:
-        argv += ["--static-path-mount", str(site_root), "--static-path-route", ""]  # "" is the root; "/" matches nothing
+        # The route "" is the root; "/" would match nothing.
+        argv += ["--static-path-mount", str(site_root), "--static-path-route", ""]
     if transport.tls:
         argv += ["--ssl-certificate", str(tls.cert), "--ssl-keyfile", str(tls.key), "--ssl-protocol-min", "tls1.3"]
     process = PinnedProcess(

@@ -43,7 +43,7 @@ SAMPLE_RATE_HZ = 200
 # perf's shared objects, grouped into what they stand for.
 DSO_GROUPS = (
     ("kernel (syscalls, TCP, scheduling)", re.compile(r"\[kernel|\[vdso")),
-    ("BoringSSL (TLS records, AES-GCM)", re.compile(r"libcrypto|libssl")),
+    ("TLS library (BoringSSL; nginx: OpenSSL)", re.compile(r"libcrypto|libssl")),
     ("cffi runtime (_cffi_backend)", re.compile(r"_cffi_backend")),
     ("zeroserve C (fast path, VM, chain, h2 glue)", re.compile(r"_zs|zeroserve|_boringssl")),
     ("nghttp2", re.compile(r"nghttp2")),
@@ -51,6 +51,7 @@ DSO_GROUPS = (
     ("uvloop / libuv", re.compile(r"uvloop|loop\.cpython|libuv")),
     ("httptools", re.compile(r"httptools|parser\.cpython|llhttp")),
     ("libc", re.compile(r"libc[.-]|libm[.-]|ld-linux")),
+    ("nginx and its Lua", re.compile(r"nginx|luajit|ngx_")),
 )
 
 # A py-spy sample whose innermost frame is one of these libc calls is time in the kernel, whoever called it.
@@ -176,7 +177,8 @@ def profile_workload(workload, args, tmp: Path, tls, out: Path) -> dict:
     starter = zeroserve_server.start if args.server == "zeroserve" else nginx.start
     with origin_for(workload, site, base / "origin", (args.server_cpu,)) as (workload, _):
         served = served_site(workload, site, base)
-        server = starter(args.server, workload, transport, served, base / args.server, Placement((args.server_cpu,)), tls)
+        placement = Placement((args.server_cpu,))
+        server = starter(args.server, workload, transport, served, base / args.server, placement, tls)
         try:
             check_response(server, workload, transport, scratch)
             worker = server.worker_pid()
@@ -207,7 +209,8 @@ def profile_workload(workload, args, tmp: Path, tls, out: Path) -> dict:
 def print_profile(p: dict) -> None:
     """Prints one workload's profile as µs per request and shares."""
     us = p["us_per_request"]
-    print(f"\n{p['server']}, ({p['workload']}) over {p['transport']}: {p['requests_per_s']:,.0f} req/s at {p['worker_cpu']:.0%} "
+    print(f"\n{p['server']}, ({p['workload']}) over {p['transport']}: {p['requests_per_s']:,.0f} req/s at "
+          f"{p['worker_cpu']:.0%} "
           f"of the server core = {us:.1f} µs CPU per request")  # fmt: skip
     for title, shares in (("by shared object (perf)", p["dso"]), ("by zeroserve module (py-spy)", p["modules"])):
         print(f"  {title}:")
@@ -223,7 +226,7 @@ def print_profile(p: dict) -> None:
 
 
 def latest_profiles(directory: Path) -> dict[tuple[str, str], dict]:
-    """Returns the last profile of each (workload, transport) in a directory, its shares read again from the raw files."""
+    """Returns the last profile of each (workload, transport) in a directory, shares read again from the raw files."""
     found = {}
     for line in (directory / "profiles.jsonl").read_text().splitlines():
         profile = json.loads(line)
@@ -241,7 +244,8 @@ def print_comparison(before_dir: Path, after_dir: Path) -> None:
     for key in (k for k in before if k in after):
         b, a = before[key], after[key]
         print(f"\n### ({key[0]}) over {key[1]}\n")
-        print(f"| | {b.get('server', 'zeroserve')} {before_dir.name} | {a.get('server', 'zeroserve')} {after_dir.name} |")
+        names = [f"{p.get('server', 'zeroserve')} {d.name}" for p, d in ((b, before_dir), (a, after_dir))]
+        print(f"| | {names[0]} | {names[1]} |")
         print("| --- | ---: | ---: |")
         print(f"| requests/s (unprofiled run) | {b['requests_per_s']:,.0f} | {a['requests_per_s']:,.0f} |")
         print(f"| worker CPU share | {b['worker_cpu']:.0%} | {a['worker_cpu']:.0%} |")
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for tool in ("perf", str(PY_SPY)):
         if not shutil.which(tool):
-            print(f"bench: {tool} is not installed (`apt-get install linux-perf`, `pip install py-spy`)", file=sys.stderr)
+            print(f"bench: {tool} is missing (`apt-get install linux-perf`, `pip install py-spy`)", file=sys.stderr)
             return 1
     args.out.mkdir(parents=True, exist_ok=True)
     profiles = []

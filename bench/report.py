@@ -14,6 +14,7 @@ from measure import DISTURBED, limit_of
 GOALS = {("a", "https/1.1"): 1.5, ("b", "https/1.1"): 1.5, ("c", "https/1.1"): 1.5, ("d", "https/1.1"): 1.0,
          ("e", "https/1.1"): 1.0, ("a", "h2"): 0.5}  # fmt: skip
 IDLE_PSS_GOAL_MIB = 20.0
+SERVER_ORDER = ["zeroserve", "nginx", "caddy", "granian"]
 
 
 def _first_line(argv: list[str]) -> str:
@@ -94,7 +95,9 @@ def _chart(summaries: list[dict], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = [f"({s['workload']}) {s['transport']}" for s in summaries]
-    servers = list(dict.fromkeys(label for s in summaries for label in s["servers"]))
+    # The same order (and so the same colour) for each server in every group, whoever ran first.
+    ranks = {label: rank for rank, label in enumerate(SERVER_ORDER)}
+    servers = sorted({label for s in summaries for label in s["servers"]}, key=lambda l: (ranks.get(l, len(ranks)), l))
     figure, axes = plt.subplots(3, 1, figsize=(12, 11), sharex=True)
     width = 0.8 / len(servers)
     for i, label in enumerate(servers):
@@ -145,7 +148,8 @@ def write_results(markdown: Path, png: Path, records: list[dict], context: dict)
         "",
         f"**Disturbance.** This machine is shared (other engineers' builds and tests, a fuzzing campaign). "
         f"{len(disturbed)} of {len(runs)} measured runs had 10% or more of the measured cores taken by other "
-        f"work (`other` column; a disturbed round is run again up to twice and the last attempt is kept). "
+        f"work (`other` column; a disturbed round is run again up to {context['retries']} time(s) and the last "
+        "attempt is kept). "
         "req/s of disturbed runs is not comparable; req/core-s still roughly is.",
         "",
         "![req/s and p99 per server and workload](results.png)",
@@ -158,15 +162,19 @@ def write_results(markdown: Path, png: Path, records: list[dict], context: dict)
         lines += ["", f"## ({s['workload']}) {s['title']}, {s['transport']}", "", *_summary_table(s)]
         if s.get("not_run"):
             lines += ["", f"Not run: {', '.join(s['not_run'])} (cannot do this workload without add-ons)."]
+        for label, error in s.get("refused", {}).items():
+            lines += ["", f"**{label} left out**: it did not give the expected answer, so its figures would "
+                      "describe other work:", "", "```", *error.splitlines()[:6], "```"]  # fmt: skip
     lines += [
         "",
         "## Workers: 1 and 2",
         "",
         f"Workload (a) over HTTPS/1.1. Server and client both allowed on both cores (`taskset -c 0,1`), so they "
         f"share them: `wrk -t1 -c{context['scale_connections']}` (one client thread, at most one core), zeroserve "
-        "`--threads N`, nginx `worker_processes N` (workers pinned to cores 0 and 1). With one worker the server "
-        "can use at most one core and the client the other; with two, the two workers and the client compete "
-        "for both, so the gain is bounded by what the client leaves.",
+        "`--threads N` (the kernel places its workers), nginx `worker_processes N` with `worker_cpu_affinity` "
+        "(one worker: core 0; two: one on each core). With one worker the server can use at most one core and "
+        "the client the other; with two, the two workers and the client compete for both, so the gain is "
+        "bounded by what the client leaves. The `server CPU` column is out of 200% here.",
         "",
     ]
     for s in scale:
@@ -190,7 +198,8 @@ def write_results(markdown: Path, png: Path, records: list[dict], context: dict)
         "RSS counts every page the worker maps, USS only those no other process shares; PSS splits each "
         "shared page among its users (a forked worker shares its supervisor's pages).",
         "",
-        "| server | transport | worker PSS idle | RSS | USS | all processes PSS | processes | N | per idle connection |",
+        "| server | transport | worker PSS idle | RSS | USS | all processes PSS | processes | N "
+        "| per idle connection |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(f"| {m['server']} | {m['transport']} | {m['worker_pss_kib'] / 1024:.1f} MiB | "
           f"{m['worker_rss_kib'] / 1024:.1f} MiB | {m['worker_uss_kib'] / 1024:.1f} MiB | "

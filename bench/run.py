@@ -187,7 +187,8 @@ def check_response(server: RunningServer, workload: Workload, transport: Transpo
         elif version != expected_version:
             problem = f"HTTP version {version}, expected {expected_version}"
         elif workload.expected_body is not None and body.read_bytes() != workload.expected_body:
-            problem = f"a body of {body.stat().st_size} bytes that differs from the expected {len(workload.expected_body)}"
+            problem = (f"a body of {body.stat().st_size} bytes that differs from the expected "
+                       f"{len(workload.expected_body)}")
         if problem:
             problem += f" to the {ordinal} request"
     if problem is None:
@@ -257,10 +258,11 @@ def measure_once(
 
 def benchmark_workload(
     workload: Workload, args: argparse.Namespace, tmp: Path, tls: TlsFiles | None
-) -> tuple[Transport, list[str], list[Measurement]]:
+) -> tuple[Transport, list[str], list[Measurement], dict[str, str]]:
     """Starts the servers that can do one workload, checks their answers, warms them up and measures them in rounds.
 
-    Returns the transport, the labels of the servers that ran, and their measurements.
+    Returns the transport, the labels of the servers that ran, their measurements, and why each server left
+    out failed to start or answered wrongly (with --results; otherwise such a server stops the benchmark).
     """
     transport = workload.transport(args.tls, args.h2)
     # A directory of its own per benchmark: --results runs the same workload more than once.
@@ -274,13 +276,25 @@ def benchmark_workload(
     chosen = [(name, label) for name, label in zip(args.servers, server_labels(args.servers))
               if name not in workload.unsupported]  # fmt: skip
     servers: list[RunningServer] = []
+    refused: dict[str, str] = {}
     with origin_for(workload, site, base / "origin", args.server_cpus) as (workload, origin):
         try:
             for name, label in chosen:
                 workdir = base / label.replace("#", "-")
-                servers.append(STARTERS[name](label, workload, transport, served, workdir, placement, tls))
-            for server in servers:
-                check_response(server, workload, transport, scratch)
+                try:
+                    server = STARTERS[name](label, workload, transport, served, workdir, placement, tls)
+                    servers.append(server)
+                    check_response(server, workload, transport, scratch)
+                except (ServerStartError, WrongAnswerError) as error:
+                    if not args.results:
+                        raise
+                    # On the results page one server's wrong answer must not cost the others their figures.
+                    print(f"bench: ({workload.name}) {label} left out: {error}", file=sys.stderr)
+                    refused[label] = str(error)
+                    if servers and servers[-1].label == label:
+                        servers.pop().process.stop()
+            if not servers:
+                return transport, [], [], refused
             settings = load.LoadSettings(cpus=args.client_cpus, connections=args.connections, streams=args.streams)
             for server in servers:
                 load.run(workload, transport, server.port, args.warmup, settings, scratch)
@@ -300,7 +314,7 @@ def benchmark_workload(
                     if not disturbed or attempt == args.retries:
                         break
                 measurements += runs
-            return transport, [label for _, label in chosen], measurements
+            return transport, [s.label for s in servers], measurements, refused
         finally:
             for server in servers:
                 server.process.stop()
@@ -315,6 +329,8 @@ def summarize(labels: list[str], measurements: list[Measurement]) -> dict:
         | {"failures": sum(m.failures for m in runs)}
         for label, runs in by_server.items()
     }
+    if not labels:
+        return {"servers": {}, "baseline": None, "ratios": {}}
     baseline = baseline_of(labels)
     ratios = {}
     for label in labels:
@@ -337,7 +353,7 @@ def print_table(rows: list[tuple[Workload, Transport, list[str], dict]], rounds:
     header = f"{'workload':<{width}} {'transport':<10} {'server':<11} {'req/s':>10} {'p99 ms':>8} " \
              f"{'srv CPU':>8} {'cli CPU':>8} {'other':>6} {'req/core-s':>11} {'limit':<9}" \
              f" {'req/s x':>8} {'p99 x':>6} {'core-s x':>8}"  # fmt: skip
-    baselines = sorted({summary["baseline"] for _, _, _, summary in rows})
+    baselines = sorted({summary["baseline"] for _, _, _, summary in rows if summary["baseline"]})
     print(f"\nmedians of {rounds} round(s); ratio = server / {' or '.join(baselines)}, median of per-round ratios")
     print(header)
     print("-" * len(header))
@@ -361,7 +377,7 @@ def benchmark(args: argparse.Namespace, tmp: Path, tls: TlsFiles | None, records
     """Benchmarks every selected workload, appends its JSON records (kinds prefixed by `kind`), prints the table."""
     rows = []
     for workload in select(args.workloads):
-        transport, labels, measurements = benchmark_workload(workload, args, tmp, tls)
+        transport, labels, measurements, refused = benchmark_workload(workload, args, tmp, tls)
         summary = summarize(labels, measurements)
         rows.append((workload, transport, labels, summary))
         common = {"workload": workload.name, "title": workload.title, "transport": transport.label,
@@ -369,8 +385,10 @@ def benchmark(args: argparse.Namespace, tmp: Path, tls: TlsFiles | None, records
                   "client_cpus": list(args.client_cpus), "connections": args.connections}  # fmt: skip
         records += [{"kind": f"{kind}run", **common, **vars(m), "requests_per_core_s": m.requests_per_core_s}
                     for m in measurements]  # fmt: skip
-        records.append({"kind": f"{kind}summary", **common, "rounds": args.rounds, "duration_s": args.duration, **summary,
-                        "not_run": [name for name in workload.unsupported if name in args.servers]})  # fmt: skip
+        records.append({"kind": f"{kind}summary", **common, "rounds": args.rounds, "duration_s": args.duration,
+                        **summary,
+                        "not_run": [name for name in workload.unsupported if name in args.servers],
+                        "refused": refused})  # fmt: skip
     print_table(rows, args.rounds, len(args.server_cpus))
 
 
@@ -435,6 +453,7 @@ def results(args: argparse.Namespace, tmp: Path, tls: TlsFiles, context: dict, r
         args.results_dir / "RESULTS.md", args.results_dir / "results.png", records, context | {
             "minutes": (time.monotonic() - started) / 60, "rounds": args.rounds, "duration_s": args.duration,
             "connections": args.connections, "streams": args.streams, "scale_connections": SCALE_CONNECTIONS,
+            "retries": args.retries,
         },
     )  # fmt: skip
     print(f"\nwrote RESULTS.md and results.png into {args.results_dir}", file=sys.stderr)

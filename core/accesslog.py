@@ -59,6 +59,12 @@ class AccessLog:
             self._call_soon(self.flush)
         self._lines.append(line)
 
+    def record_preformatted(self, lines):
+        """Add lines already in this log's format (the C fast path writes its own), in the same batch."""
+        if not self._lines:
+            self._call_soon(self.flush)
+        self._lines.extend(lines)
+
     def flush(self):
         """Write every buffered line now."""
         if self._lines:

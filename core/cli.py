@@ -170,7 +170,7 @@ def build_parser(pm):
         ("--idle-timeout", "idle_timeout", _seconds, "seconds a keep-alive connection may idle"),
         ("--body-timeout", "body_timeout", _seconds, "seconds of silence while reading a body (408)"),
         ("--write-timeout", "write_timeout", _seconds, "seconds the client may leave output unread"),
-        ("--max-connections", "max_connections", _positive_int, "open connections per worker (503)"),
+        ("--max-connections", "max_connections", _positive_int, "open connections per worker; beyond, accepting waits"),
         ("--h2-max-streams", "h2_max_concurrent_streams", _positive_int, "concurrent HTTP/2 streams"),
     )
     for flag, name, kind, text in limit_flags:

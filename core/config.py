@@ -29,7 +29,7 @@ class Limits:
     idle_timeout: float = 60.0  # keep-alive connection with no request in progress
     body_timeout: float = 30.0  # longest silence while a request body is being read
     write_timeout: float = 30.0  # longest time the peer may leave our output unread
-    max_connections: int = 10000  # per worker; beyond, new connections get 503
+    max_connections: int = 10000  # per worker; beyond, new connections wait in the listen backlog
     h2_max_concurrent_streams: int = 100
 
     def __post_init__(self):

@@ -53,9 +53,6 @@ _LINGER_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-         b"content-length: 19\r\nserver: zeroserve\r\nconnection: close\r\n\r\nService Unavailable")
-
 
 class _Pending:
     """An HTTP/1 response in the output queue, written in request order."""
@@ -122,12 +119,7 @@ class Connection(asyncio.Protocol):
         if peer:
             self._peer = (peer[0], peer[1])
         self._since = self._loop.time()
-        connections = self._server.connections
-        connections.add(self)
-        if len(connections) > self._server.max_connections:
-            if not self._session.is_tls:
-                transport.write(_BUSY)
-            self._close()
+        self._server.connections.add(self)
 
     def data_received(self, data):
         if self._closed:
@@ -252,7 +244,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc):
         self._closed = True
         self._lost = True
-        self._server.connections.discard(self)
+        self._server.connection_closed(self)
         if self._http is not None and not self._h2:
             self._http.stop("the connection was lost")  # a body still arriving fails: its upstream is cut off
         self._wake_writer()  # a streaming task sees the loss and drops its upstream
@@ -278,7 +270,7 @@ class Connection(asyncio.Protocol):
         self._lost = True
         self._timer = _NOTHING
         self._handshake_bytes = None
-        self._server.connections.discard(self)
+        self._server.connection_closed(self)
         take_over(self._transport, received, self._peer)
 
     # -- PROXY header and protocol selection --------------------------------------
@@ -327,10 +319,12 @@ class Connection(asyncio.Protocol):
         server = self._server
         kind = http2.H2Connection if h2 else http1.H1Connection
         self._http = kind(self._limits, scheme, self._peer, server.next_request_id, time.monotonic)
-        if not h2 and server.config.fast_path:
-            self._fast = server.fast.connection(self._transport, session, self._peer, self._connection_info)
-        elif h2:
-            self._http.serve_static(server, self._sni, server.access_log is not None)
+        if server.config.fast_path:
+            fast = server.fast.connection(self._transport, session, self._peer, self._connection_info)
+            if h2:
+                self._http.serve_fast(server, fast, server.access_log is not None)
+            else:
+                self._fast = fast
         self._h2 = h2
         return plaintext
 
@@ -347,7 +341,8 @@ class Connection(asyncio.Protocol):
                     world = server.world
                     world.enter()
                     self._stream_worlds[event.stream_id] = world
-                    response = self._respond(event, world)
+                    # A request whose scripts ran in C goes on from their result instead of running them again.
+                    response = self._respond(event, world, http.take_adopted() if event is http.adopted else handle)
                     if type(response) is Response:
                         self._send_h2(event, response)
                     else:
@@ -503,9 +498,8 @@ class Connection(asyncio.Protocol):
         body = request.body_stream
         try:
             request.body = await body.read_all(self._limits.max_body_bytes)
-        except ProtocolError as error:
-            body.discard()
-            return error_response(error.status_hint, close=True)
+        except (ProtocolError, ConnectionError) as error:
+            return self._body_failed(body, error)
         request.body_stream = None  # read whole: it is `body` now
         response = self._answer(request, world)
         if type(response) is not Response:
@@ -525,10 +519,15 @@ class Connection(asyncio.Protocol):
             return response
         try:
             await body.read_all(self._limits.max_body_bytes)
-        except ProtocolError as error:
-            body.discard()
-            return error_response(error.status_hint, close=True)
+        except (ProtocolError, ConnectionError) as error:
+            return self._body_failed(body, error)
         return response
+
+    @staticmethod
+    def _body_failed(body, error):
+        """The answer to a request whose body broke off or outgrew the limit; the rest of it is dropped."""
+        body.discard()
+        return error_response(getattr(error, "status_hint", 400), close=True)
 
     def _body_consumed(self, nbytes):
         if self._held and self._http.body_backlog <= BODY_HIGH_WATER:
@@ -845,7 +844,8 @@ class Connection(asyncio.Protocol):
             self._since = self._loop.time()  # progress: restarts a stalled-stream write timer
             self._wake_writer()
         self._drain_h2_finished()
-        if (http.closed or http.draining) and not http.active:
+        # Draining ends once no stream is received, sent, or waiting for its answer (a World is held).
+        if (http.closed or (http.draining and not self._stream_worlds)) and not http.active:
             if http.close_reason is not None:
                 log_error(f"[http2] {self._peer[0]}:{self._peer[1]}: closing: {http.close_reason}")
             self._close()

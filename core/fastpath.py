@@ -7,6 +7,11 @@ and sends with send(2). Every other request, and every byte after it, goes to
 the Python path, which stays the reference: the table is made from what
 `static.serve` answers, so both paths send the same bytes (Date aside).
 
+With a script chain that C can run alone, C runs it too and answers what
+`handler` would (static with the scripts' headers, zs_respond); any other end
+is handed over (`FastConnection.respond_adopted`, `ScriptChain.adopt`), so no
+script runs twice.
+
 The table belongs to its World (built in `World.build`, freed with it), so a
 request answered in C reads the tar fd of the World current at that moment;
 the answer is complete when the call returns, so it needs no lease.
@@ -23,7 +28,6 @@ from zeroserve.core.http1 import STATUS_LINES
 from zeroserve.core.paths import normalize_request_path
 from zeroserve.core.request import Request
 from zeroserve.core.script_abi import DEFAULT_BODY_LIMIT
-from zeroserve.native._boringssl import ffi as ssl_ffi
 from zeroserve.native._zsvm import ffi, lib
 
 # A body above this is left to Python's file-body machinery (pread as the socket drains), so one
@@ -32,6 +36,7 @@ BODY_MAX = 256 * 1024
 _INLINE = 64 * 1024  # bodies up to this are held in memory, within _INLINE_TOTAL per table
 _INLINE_TOTAL = 32 * 1024 * 1024
 _ERR_SIZE = 256
+_DID_LOG, _DID_UNSENT, _DID_REST = lib.ZS_FAST_DID_LOG, lib.ZS_FAST_DID_UNSENT, lib.ZS_FAST_DID_REST
 # Path segments the C parser takes as they are (no percent-decoding): RFC 3986 pchar minus '%'.
 _CLEAN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@")
 # A site-relative path no tar member can have (names end at NUL): what static.serve answers 404 for.
@@ -95,7 +100,7 @@ def _request_paths(site, options):
     """
     index = options.index or "index.html"
     rels = set()
-    for path in site._servable:  # noqa: SLF001 -- the served names; Site has no public listing
+    for path in site.servable_paths():
         segments = path.split("/")
         if not all(segment and segment not in (".", "..") and _CLEAN.issuperset(segment) for segment in segments):
             continue  # its request path needs percent-encoding: Python's
@@ -142,7 +147,7 @@ def _head(status, headers):
 class FastWorker:
     """One worker's C state: scratch buffers, the access-log buffer and the request-id counter."""
 
-    __slots__ = ("_ids", "_prefix", "worker", "_result", "_err", "access_log")
+    __slots__ = ("_ids", "_prefix", "worker", "_result", "_err", "_log_size", "access_log")
 
     def __init__(self, config):
         self._ids = ffi.new("struct zs_fast_ids *")
@@ -161,6 +166,7 @@ class FastWorker:
                              lib.zs_fast_worker_free)
         self._result = ffi.new("struct zs_fast_result *")
         self._err = ffi.new("char[]", _ERR_SIZE)
+        self._log_size = ffi.new("size_t *")
         self.access_log = None  # the worker's AccessLog once its loop runs
 
     def next_request_id(self):
@@ -174,21 +180,29 @@ class FastWorker:
         return FastConnection(self, transport, session, peer, connection_info)
 
     def _flush_log(self):
-        size = ffi.new("size_t *")
+        size = self._log_size
         text = lib.zs_fast_worker_take_log(self.worker, size)
         access_log = self.access_log
         if size[0] and access_log is not None:
-            lines = ffi.unpack(text, size[0]).decode("utf-8", "backslashreplace").rstrip("\n").split("\n")
             # The same batch as the Python path's lines, so one connection's lines stay in order.
-            if not access_log._lines:  # noqa: SLF001 -- AccessLog has no call for preformatted lines
-                access_log._call_soon(access_log.flush)  # noqa: SLF001
-            access_log._lines.extend(lines)  # noqa: SLF001
+            access_log.record_preformatted(
+                ffi.unpack(text, size[0]).decode("utf-8", "backslashreplace").rstrip("\n").split("\n"))
 
 
 class FastConnection:
     """One connection's pump: bytes read in, fast answers sent, the rest returned for the Python path."""
 
     __slots__ = ("_fast", "_conn", "_keep", "_transport", "_scheme", "_peer", "closing", "tls_event", "adopted")
+
+    @property
+    def worker(self):
+        """The worker's struct zs_fast_worker * (HTTP/2 answers with it too)."""
+        return self._fast.worker
+
+    @property
+    def conn(self):
+        """This connection's struct zs_fast_conn *."""
+        return self._conn
 
     def __init__(self, fast, transport, session, peer, connection_info):
         self._fast = fast
@@ -199,7 +213,7 @@ class FastConnection:
         keep = []  # the C strings the struct points to live as long as it does
         if session.is_tls:
             # The SSL * of the other cffi module (_boringssl), over the same libssl, passed as an address.
-            conn.ssl = ffi.cast("void *", int(ssl_ffi.cast("uintptr_t", session._ssl)))  # noqa: SLF001
+            conn.ssl = ffi.cast("void *", session.ssl_address)
             if session.sni:
                 keep.append(ffi.new("char[]", session.sni.encode("latin-1", "replace")))
                 conn.sni, conn.sni_len = keep[-1], len(keep[-1]) - 1
@@ -234,15 +248,20 @@ class FastConnection:
         fast = self._fast
         transport = self._transport
         result = fast._result
-        status = lib.zs_fast_pump(fast.worker, table.table, self._conn, data, len(data),
-                                  transport.get_write_buffer_size() == 0, result, fast._err, _ERR_SIZE)
-        if result.served and fast.access_log is not None:
-            fast._flush_log()
-        if status:
+        did = lib.zs_fast_pump(fast.worker, table.table, self._conn, data, len(data),
+                               transport.get_write_buffer_size() == 0, result, fast._err, _ERR_SIZE)
+        if not did:  # the common case: every request answered and sent
+            return b""
+        if did < 0:
             message = ffi.string(fast._err).decode("utf-8", "replace")
-            raise ConnectionError(message) if status == -2 else OSError(message)
-        if result.unsent_len:
+            raise ConnectionError(message) if did == -2 else OSError(message)
+        if did & _DID_LOG:
+            fast._flush_log()
+        if did & _DID_UNSENT:
             transport.write(ffi.buffer(result.unsent, result.unsent_len)[:])
+        if not did & _DID_REST:
+            return b""
+        # Set once: after a close or a TLS alert nothing more is pumped.
         self.closing = bool(result.close)
         self.tls_event = bool(result.tls_event)
         if not result.rest_len:

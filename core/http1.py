@@ -175,8 +175,9 @@ class H1Connection:
         if parser.should_upgrade():
             upgrade = self._header_value("upgrade")
             self._websocket = upgrade is not None and upgrade.lower() == "websocket"
-        declared = self._header_value("content-length")  # llhttp has validated it
-        length = int(declared) if declared and declared.isdigit() else 0
+        declared = self._header_value("content-length")  # llhttp has validated it (and ignores spaces around)
+        declared = declared.strip(" \t") if declared else ""
+        length = int(declared) if declared.isdigit() else 0
         chunked = self._header_value("transfer-encoding") is not None
         if length or chunked:
             self._body = RequestBody(None if chunked else length)
@@ -204,6 +205,8 @@ class H1Connection:
         self._events.append(request)
 
     def on_body(self, body):
+        if self._body is None:  # llhttp framed a body our reading of the head did not expect
+            self._stop(400, "request body framing not understood")
         self._body.feed(body)
 
     def on_message_complete(self):

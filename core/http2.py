@@ -37,7 +37,7 @@ _MAX_PINGS = 50
 _MAX_SETTINGS = 50
 _FIELDS = lib.ZS_H2_EV_FIELDS
 _HEAD, _DATA, _END, _CLOSED, _FAST = lib.ZS_H2_HEAD, lib.ZS_H2_DATA, lib.ZS_H2_END, lib.ZS_H2_CLOSED, lib.ZS_H2_FAST
-_HEAD_ENDED = lib.ZS_H2_HEAD_ENDED
+_HEAD_ENDED, _HEAD_ADOPT = lib.ZS_H2_HEAD_ENDED, lib.ZS_H2_HEAD_ADOPT
 _REASONS = {431: "too many header fields", 414: "request target too long"}
 _CLOSE_REASONS = {lib.ZS_H2_CLOSED_PING: "ping flood", lib.ZS_H2_CLOSED_SETTINGS: "settings flood",
                   lib.ZS_H2_CLOSED_RESET: "reset flood"}
@@ -103,22 +103,29 @@ class H2Connection:
         self._websockets = {}  # stream id → the Sec-WebSocket-Key made up for its extended CONNECT
         self.finished = []  # (request, response, body bytes sent) for the access log
         self.fast_served = []  # (request id, method, target, status, body bytes) answered in C, for the access log
-        self._worker = None  # set by serve_static: its current World's fast table answers static streams in C
-        self._sni = ffi.NULL
+        self._server = None  # set by serve_fast: its current World's fast table answers streams in C
+        self._fast = None  # the fastpath.FastConnection C answers with
         self._log_fast = 0
+        self.adopted = None  # the Request whose scripts ran in C, until `take_adopted`
         self.closed = False  # no more frames will be read: error, flood or GOAWAY received
         self.close_reason = None  # why we closed, for the error log
         self.draining = False  # our GOAWAY is out: streams already open finish, no new ones
 
-    def serve_static(self, worker, sni, log):
-        """Let C answer GET/HEAD streams from `worker.world.fast_table` (the World current at each read).
+    def serve_fast(self, server, fast, log):
+        """Let C answer GET/HEAD streams (zs_fast_answer) from `server.world.fast_table`, the World current at
+        each read, as `fast` (a fastpath.FastConnection) describes the connection.
 
-        `sni`: the host (lowercase) every request must name, or None; `log`: report those answers in
-        `fast_served` for the access log.
+        `log`: report those answers in `fast_served` for the access log. A stream whose scripts C ran but
+        could not finish comes out as `adopted`: answer it with `take_adopted()` before the next `receive`.
         """
-        self._worker = worker
-        self._sni = sni.encode("ascii") if sni else ffi.NULL
+        self._server = server
+        self._fast = fast
         self._log_fast = int(log)
+
+    def take_adopted(self):
+        """handler.handle's stand-in for the `adopted` request: goes on from its scripts' result in C."""
+        self.adopted = None
+        return self._fast.respond_adopted
 
     # -- input -------------------------------------------------------------
 
@@ -127,18 +134,19 @@ class H2Connection:
         if self.closed:
             return []
         h = self._h
-        table = ffi.NULL
-        if self._worker is not None:
-            fast_table = self._worker.world.fast_table
-            if fast_table is not None:
-                table = fast_table.table
-        sni = self._sni
-        count = lib.zs_h2_receive(h, data, len(data), self._clock(), table, self._log_fast, sni,
-                                  len(sni) if sni else 0)
+        fast = self._fast
+        if fast is None or self._server.world.fast_table is None:
+            count = lib.zs_h2_receive(h, data, len(data), self._clock(), ffi.NULL, ffi.NULL, ffi.NULL, 0)
+        else:
+            count = lib.zs_h2_receive(h, data, len(data), self._clock(), self._server.world.fast_table.table,
+                                      fast.worker, fast.conn, self._log_fast)
         out = []
         if count:
             self._take_events(count, out)
         if h.closed:
+            if self.adopted is not None:  # never answered: its run goes back to C's pools
+                self.adopted = None
+                lib.zs_fast_answer_done(fast.worker)
             self._on_closed()
             return []
         return out
@@ -191,6 +199,8 @@ class H2Connection:
                         out.append(Failure(stream_id, 400, "unsupported extended CONNECT protocol"))
                     else:
                         out.append(request)
+                        if kind & _HEAD_ADOPT:
+                            self.adopted = request
                         if request.body_stream is not None:
                             fresh[stream_id] = request
 

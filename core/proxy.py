@@ -10,6 +10,7 @@ connection the upstream had closed is sent once more when it had no body.
 """
 
 import asyncio
+from functools import lru_cache
 
 from zeroserve.core.accesslog import log_error
 from zeroserve.core.request import Response
@@ -29,15 +30,23 @@ HOP_BY_HOP = frozenset((
 ))
 # Also dropped from the request: the proxy frames the body itself and answers Expect: 100-continue itself.
 _REQUEST_DROPPED = HOP_BY_HOP | {"content-length", "expect"}
+# Also dropped from the response: the client's protocol layer writes its own Date.
+_RESPONSE_DROPPED = HOP_BY_HOP | {"date"}
 
 
 def _connection_listed(headers):
     """Lowercase names listed in Connection headers (they are hop-by-hop too)."""
-    listed = set()
+    listed = frozenset()
     for name, value in headers:
         if name == "connection":
-            listed.update(token.strip().lower() for token in value.split(","))
+            listed = listed | _connection_tokens(value)
     return listed
+
+
+@lru_cache(maxsize=256)
+def _connection_tokens(value):
+    """The lowercase names one Connection value lists (values repeat: "keep-alive", "close", "upgrade")."""
+    return frozenset(token.strip().lower() for token in value.split(","))
 
 
 def upstream_request_head(method, target, headers, *, authority, peer_ip, scheme, body_length, websocket=False):
@@ -92,14 +101,12 @@ def client_headers(upstream_headers, overrides=(), keep_upgrade=False):
     `overrides` are (lowercase name, value) pairs from the scripts' zs.response.header.* metadata.
     """
     listed = _connection_listed(upstream_headers)
-    replaced = {name for name, _ in overrides}
+    dropped = _RESPONSE_DROPPED if listed <= _RESPONSE_DROPPED else _RESPONSE_DROPPED | listed
     if keep_upgrade:  # a 101 keeps the two headers that say what the connection became
-        kept = {"upgrade", "connection"}
-        headers = [(name, value) for name, value in upstream_headers
-                   if (name in kept or (name not in HOP_BY_HOP and name not in listed)) and name not in replaced]
-    else:
-        headers = [(name, value) for name, value in upstream_headers
-                   if name not in HOP_BY_HOP and name not in listed and name not in replaced]
+        dropped = dropped - {"upgrade", "connection"}
+    if overrides:
+        dropped = dropped | {name for name, _ in overrides}
+    headers = [header for header in upstream_headers if header[0] not in dropped]
     headers.extend(overrides)
     return headers
 

@@ -1,4 +1,4 @@
-"""The protocol-neutral Request and Response every layer above HTTP works with.
+"""The protocol-neutral Request (with the RequestBody its body streams through) and Response above HTTP.
 
 HTTP/1.1 and HTTP/2 both produce a `Request` and both write a `Response`, so the
 handler (and the script chain that will sit in it) never knows the protocol.
@@ -67,7 +67,11 @@ class RequestBody:
         self._wake()
 
     def fail(self, error):
-        """The body broke off: a reader gets `error` (a ProtocolError whose status_hint answers it) instead of bytes."""
+        """The body broke off: a reader gets `error` instead of bytes.
+
+        A ProtocolError's status_hint answers the request while that is still possible; a ConnectionError
+        says the peer (or its stream) is gone.
+        """
         if not self.ended:
             self._error = error
             self._wake()

@@ -11,6 +11,7 @@ last request ends. SIGTERM/SIGINT stop accepting, let requests in flight finish
 """
 
 import asyncio
+import gc
 import resource
 import signal
 import socket
@@ -22,12 +23,14 @@ from zeroserve.core.accesslog import AccessLog, log_error
 from zeroserve.core.connection import Connection
 from zeroserve.core.errors import ZeroserveError
 from zeroserve.core.fastpath import FastWorker
+from zeroserve.core.listener import Listener
 from zeroserve.core.session import PlainSession
 from zeroserve.core.world import World
 
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 _TICK = 0.25  # seconds between timeout sweeps over the connections
 _BACKLOG = 1024
+_GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation collections (CPython default 700)
 _FD_RESERVE = 64  # descriptors kept free of connections: the tar, pipes, upstream sockets, a 503 to send
 
 
@@ -50,8 +53,8 @@ def listen_socket(addr):
 def _connection_cap(max_connections, index):
     """--max-connections, lowered to fit RLIMIT_NOFILE with _FD_RESERVE descriptors to spare (logged once).
 
-    Past the cap a connection is still accepted and answered 503; past the descriptor limit it could
-    only be dropped (libuv then accepts and closes it) and the worker could open no file or upstream.
+    At the cap the worker stops accepting (core/listener.py); at the descriptor limit itself it could
+    open no file or upstream.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or max_connections <= soft - _FD_RESERVE:
@@ -70,10 +73,12 @@ class Worker:
         self.limits = config.limits
         self.world = world
         self.connections = set()
+        self.accepting = 0  # connections accepted whose transport is not made yet (core/listener.py)
         self.max_connections = _connection_cap(config.limits.max_connections, index)
         self.loop = None
         self.access_log = None
         self._socks = socks  # (plaintext listener, HTTPS listener or None)
+        self._listeners = []
         self._index = index
         self._handover = handover  # this worker's end of the supervisor's handover channel
         self._reloading = False
@@ -94,11 +99,11 @@ class Worker:
             self.access_log = AccessLog(self.config.log_format, loop.call_soon)
             self.fast.access_log = self.access_log
         plain_sock, tls_sock = self._socks
-        servers = [await loop.create_server(lambda: Connection(self, PlainSession()), sock=plain_sock,
-                                            backlog=_BACKLOG)]
+        self._listeners = [Listener(self, plain_sock, lambda: Connection(self, PlainSession()))]
         if tls_sock is not None:
-            servers.append(await loop.create_server(lambda: Connection(self, self.world.tls.new_session()),
-                                                    sock=tls_sock, backlog=_BACKLOG))
+            self._listeners.append(Listener(self, tls_sock, lambda: Connection(self, self.world.tls.new_session())))
+        for listener in self._listeners:
+            listener.start(loop)
         stopping = loop.create_future()
         loop.add_reader(self._handover.fileno(), self._receive_reload)
         # Reloads come over the handover channel; a SIGHUP sent to the whole group reaches the supervisor too.
@@ -108,8 +113,12 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self.world.plugins.hook.zeroserve_worker_started(config=self.config, worker_index=self._index)
         self._tick()
+        # What exists now (modules, the World) lives as long as the worker: keep it out of every
+        # collection, and collect the young generation less often (requests make few cycles).
+        gc.freeze()
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         await stopping
-        await self._drain(servers)  # timeouts keep running: they end lingering closes
+        await self._drain()  # timeouts keep running: they end lingering closes
         self.world.plugins.hook.zeroserve_unconfigure(config=self.config)
         return 0
 
@@ -119,9 +128,19 @@ class Worker:
             connection.check_timeout(now)
         self.loop.call_later(_TICK, self._tick)
 
-    async def _drain(self, servers):
-        for server in servers:
-            server.close()  # stop accepting; the listener's queue goes to the other workers
+    def connection_closed(self, connection):
+        """`connection` has let go of its socket: it no longer counts against the cap."""
+        self.connections.discard(connection)
+        self.wake_listeners()
+
+    def wake_listeners(self):
+        """There may be room for another connection: listeners paused at the cap accept again."""
+        for listener in self._listeners:
+            listener.room()
+
+    async def _drain(self):
+        for listener in self._listeners:
+            listener.close()  # stop accepting; the listener's queue goes to the other workers
         for connection in list(self.connections):
             connection.shutdown()
         deadline = self.loop.time() + self.config.shutdown_timeout

@@ -402,6 +402,10 @@ class Site:
         """The file at this exact tar path (private `.zeroserve/` files included), or None."""
         return self._files.get(tar_path)
 
+    def servable_paths(self):
+        """The site-relative paths of every file a request may be answered with (none under `.zeroserve/`)."""
+        return self._servable.keys()
+
     def resolve(self, rel_path, dir_hint, index="index.html", try_html=False):
         """The entry to serve for a normalised request path, or None; never a `.zeroserve/` file.
 

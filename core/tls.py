@@ -609,6 +609,11 @@ class TLSSession:
         return self._pending_output()
 
     @property
+    def ssl_address(self):
+        """The address of this session's SSL object, for C code (the fast path) linked to the same libssl."""
+        return int(ffi.cast("uintptr_t", self._ssl))
+
+    @property
     def version(self):
         """The negotiated protocol version, e.g. 'TLSv1.3'."""
         return string(lib.SSL_get_version(self._ssl))

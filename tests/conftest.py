@@ -1,10 +1,14 @@
-"""Fixtures shared by the end-to-end tests; the helpers they use live in harness.py."""
+"""Fixtures shared by the test modules; the end-to-end helpers they use live in harness.py."""
 
 import pytest
 
-from harness import EXAMPLE_SITE, build_site, start_server
+from harness import EXAMPLE_SITE, build_site, start_server, write_tree
+from proxy_backends import PythonBackend
 from zeroserve.core import pack
+from zeroserve.core.chain import ChainOptions, ScriptChain
 from zeroserve.core.compile import ScriptCompiler
+from zeroserve.core.plugins import build_helper_table, build_plugin_manager
+from zeroserve.core.site import Site
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +37,32 @@ def example_tar(make_site):
 def server_factory(request):
     """server_factory(tar, *flags, workers=1) -> a started ServerProcess, stopped after the test."""
     return lambda tar, *flags, workers=1: start_server(request, tar, *flags, workers=workers)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    """The Python upstream of proxy_backends.py on a loopback port (module-scoped)."""
+    server = PythonBackend()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def make_chain(tmp_path_factory):
+    """make_chain({script name: C source}, plugins=[...], pm=None, config=None, **ChainOptions) -> a ScriptChain.
+
+    Its site holds index.html and data.json besides the scripts; its helper table is built from `pm`, or else
+    from the named plugins, with `config`."""
+    compiler = ScriptCompiler.find(None)
+    counter = iter(range(1000))
+
+    def make(scripts, plugins=(), pm=None, config=None, **options):
+        base = tmp_path_factory.mktemp(f"chain{next(counter)}")
+        files = {"index.html": "<p>hi</p>", "data.json": '{"a": 1}'}
+        files.update({f".zeroserve/scripts/{name}.c": source for name, source in scripts.items()})
+        write_tree(base / "src", files)
+        pack.build(base / "src", base / "site.tar", compiler=compiler)
+        helpers = build_helper_table(pm or build_plugin_manager(list(plugins)), config)
+        return ScriptChain.load(Site.open(base / "site.tar"), helpers, ChainOptions(**options))
+
+    return make

@@ -1,4 +1,5 @@
-"""Real upstreams for the proxy tests: a small HTTP/1.1 backend process in Python, and nginx with its own config.
+"""Real upstreams for the proxy tests: a small HTTP/1.1 backend process in Python, nginx with its own config, and a
+site whose script proxies to the upstream a request names.
 
 The Python backend (run as `python proxy_backends.py (--port N | --unix PATH)`) answers:
   /echo...        JSON of the request as received: method, target, headers, body length and SHA-256
@@ -29,6 +30,10 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import httptools
+
+from harness import free_port, write_tree
+from zeroserve.core import pack
+from zeroserve.core.compile import ScriptCompiler
 
 PATTERN = b"0123456789abcdef"
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -229,6 +234,25 @@ async def _serve(argv):
 
 # -- starting backends from tests ---------------------------------------------------
 
+# Proxies a request to the URL in its X-Upstream header (test-only); one without the header is served statically.
+PROXY_SCRIPT = """#include "zeroserve.h"
+ZS_ENTRY zs_u64 entry(void)
+{
+    char url[256];
+    zs_s64 length = zs_req_header(ZS_STR("x-upstream"), url, sizeof url);
+    if (length > 0)
+        zs_reverse_proxy(url, (zs_u64)length);
+    return 0;
+}
+"""
+
+
+def proxy_site(directory, script=PROXY_SCRIPT):
+    """Pack a static index.html and `script` (the X-Upstream proxy by default) under `directory`; the tar's path."""
+    write_tree(directory / "src", {"index.html": "<p>static</p>", ".zeroserve/scripts/10-main.c": script})
+    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
+    return directory / "site.tar"
+
 
 class PythonBackend:
     """The backend above as a child process, on a loopback port or a Unix socket."""
@@ -250,12 +274,6 @@ class PythonBackend:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Nginx:

@@ -7,13 +7,8 @@ import re
 
 import pytest
 
-from harness import write_tree
-from zeroserve.core import pack
-from zeroserve.core.chain import ABORT, FAULT, NONE, OVERTIME, PROXY, RESPOND, ChainOptions, ScriptChain
-from zeroserve.core.compile import ScriptCompiler
+from zeroserve.core.chain import ABORT, FAULT, NONE, OVERTIME, PROXY, RESPOND
 from zeroserve.core.errors import ScriptLoadError
-from zeroserve.core.plugins import build_helper_table, build_plugin_manager
-from zeroserve.core.site import Site
 
 HEADER = '#include "zeroserve.h"\n'
 
@@ -146,33 +141,6 @@ ZS_ENTRY zs_u64 entry(void)
     return 0;
 }
 """
-
-
-@pytest.fixture(scope="module")
-def compiler():
-    return ScriptCompiler.find(None)
-
-
-@pytest.fixture(scope="module")
-def helpers():
-    return build_helper_table(build_plugin_manager([]), None)
-
-
-@pytest.fixture(scope="module")
-def make_chain(tmp_path_factory, compiler, helpers):
-    """make_chain({script name: C source}, **ChainOptions) -> a loaded ScriptChain."""
-    counter = iter(range(1000))
-
-    def make(scripts, **options):
-        base = tmp_path_factory.mktemp(f"chain{next(counter)}")
-        files = {"index.html": "<p>hi</p>"}
-        files.update({f".zeroserve/scripts/{name}.c": source for name, source in scripts.items()})
-        write_tree(base / "src", files)
-        pack.build(base / "src", base / "site.tar", compiler=compiler)
-        site = Site.open(base / "site.tar")
-        return ScriptChain.load(site, helpers, ChainOptions(**options))
-
-    return make
 
 
 class FakeWorld:

@@ -9,13 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import write_tree
-from zeroserve.core import pack
-from zeroserve.core.chain import FAULT, NONE, OVERTIME, RESPOND, ChainOptions, ScriptChain, metadata_headers
-from zeroserve.core.compile import ScriptCompiler
-from zeroserve.core.plugins import build_helper_table, build_plugin_manager
+from zeroserve.core.chain import FAULT, NONE, OVERTIME, RESPOND, metadata_headers
+from zeroserve.core.plugins import build_plugin_manager
 from zeroserve.core.script_abi import CHAIN_BUSY, CHAIN_FINISHED
-from zeroserve.core.site import Site
 from zeroserve.native._zsvm import ffi
 from zeroserve.plugins.ratelimit import limiter
 from zeroserve.sdk import HelperSpec, hookimpl
@@ -125,28 +121,6 @@ class FakeWorld:
         self.chain = chain
         self.site = None
         self.plugin_state = {}
-
-
-@pytest.fixture(scope="module")
-def compiler():
-    return ScriptCompiler.find(None)
-
-
-@pytest.fixture(scope="module")
-def make_chain(tmp_path_factory, compiler):
-    """make_chain({script name: C source}, plugins=[...], pm=None, config=None, **ChainOptions) -> a ScriptChain."""
-    counter = iter(range(1000))
-
-    def make(scripts, plugins=(), pm=None, config=None, **options):
-        base = tmp_path_factory.mktemp(f"cchain{next(counter)}")
-        files = {"index.html": "<p>hi</p>", "data.json": '{"a": 1}'}
-        files.update({f".zeroserve/scripts/{name}.c": source for name, source in scripts.items()})
-        write_tree(base / "src", files)
-        pack.build(base / "src", base / "site.tar", compiler=compiler)
-        helpers = build_helper_table(pm or build_plugin_manager(list(plugins)), config)
-        return ScriptChain.load(Site.open(base / "site.tar"), helpers, ChainOptions(**options))
-
-    return make
 
 
 def request(run, chain, path, query="", method="GET", headers=(("host", "example.test"),)):

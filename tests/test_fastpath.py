@@ -20,9 +20,12 @@ from harness import connect, parse_responses, read_until_closed, start_server, w
 from tls_pki import make_test_pki
 from zeroserve.core.config import ServerConfig
 from zeroserve.core.fastpath import FastTable, FastWorker
+from zeroserve.core.handler import handle
+from zeroserve.core.request import Request
 from zeroserve.core.session import PlainSession
 from zeroserve.core.site import Site
 from zeroserve.core.static import StaticOptions
+from zeroserve.core.world import World
 from zeroserve.native._zsvm import ffi, lib
 
 CSS = "body { color: #123456; }\n" * 40
@@ -130,11 +133,20 @@ def _open(server, tls, pki, sni="localhost"):
     return sock
 
 
+# The first request of a connection: it goes to the Python path (which picks the protocol), so the
+# payload after it meets the fast path.
+WARM_UP = b"GET /warm-up HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
 def _converse(server, payload, tls, pki, sni="localhost"):
-    """Everything the server sends for `payload` until it closes, Date values masked."""
+    """Everything the server sends for `payload` (after a warm-up request) until it closes, Date values masked."""
     with _open(server, tls, pki, sni) as sock:
+        sock.settimeout(10)
+        reader = _Reader(sock)
+        sock.sendall(WARM_UP)
+        assert reader.response().startswith(b"HTTP/1.1 ")
         sock.sendall(payload)
-        data = read_until_closed(sock)
+        data = reader.take() + read_until_closed(sock)
     return _DATE.sub(b"\r\ndate: -\r\n", data)
 
 
@@ -219,6 +231,11 @@ class _Reader:
         self._data = rest[length:]
         return _DATE.sub(b"\r\ndate: -\r\n", head + b"\r\n\r\n" + rest[:length])
 
+    def take(self):
+        """The bytes read past the last response."""
+        data, self._data = self._data, b""
+        return data
+
 
 @pytest.fixture(scope="module")
 def host_servers(request, site, pki):
@@ -266,10 +283,10 @@ def test_fastpath_access_log_lines_match(logging_servers, pki, fmt):
         server = logging_servers[fmt, fast]
         start = len(server.lines)
         _converse(server, payload, False, pki)
-        wait_until(lambda: len(_request_lines(server, start)) >= 6)
+        wait_until(lambda: len(_request_lines(server, start)) >= 7)
         lines[fast] = [_LOG_VARIES.sub("*", line) for line in _request_lines(server, start)]
     assert lines[True] == lines[False]
-    assert len(lines[True]) == 6
+    assert len(lines[True]) == 7  # the warm-up request's line too
 
 
 @TRANSPORTS
@@ -279,10 +296,10 @@ def test_fastpath_request_ids_count_on_across_paths(logging_servers, pki, tls):
     start = len(server.lines)
     payload = b"".join(_wire(REQUESTS[name]) for name in ("root", "percent", "css", "range")) + CLOSE
     _converse(server, payload, tls, pki)
-    wait_until(lambda: len(_request_lines(server, start)) >= 5)
+    wait_until(lambda: len(_request_lines(server, start)) >= 6)
     ids = [int(re.search(r" [0-9a-f]{8}-([0-9a-f]+) ", line).group(1), 16) for line in _request_lines(server, start)]
-    assert len(ids) == 5
-    assert ids == list(range(ids[0], ids[0] + 5))
+    assert len(ids) == 6  # the warm-up request's too
+    assert ids == list(range(ids[0], ids[0] + 6))
 
 
 def _request_lines(server, start):
@@ -430,6 +447,11 @@ ZS_ENTRY zs_u64 entry(void)
         zs_log(ZS_STR("a line from the script\n"));
     } else if (starts(path, len, "/rewrite")) {
         zs_req_set_uri(ZS_STR("/index.html"));
+    } else if (starts(path, len, "/proxy")) {
+        char upstream[64];
+        zs_s64 n = zs_req_header(ZS_STR("x-upstream"), upstream, sizeof upstream);
+        if (n > 0 && n < (zs_s64)sizeof upstream)
+            zs_reverse_proxy(upstream, n);
     } else if (starts(path, len, "/abort")) {
         zs_abort();
     } else if (starts(path, len, "/fault")) {
@@ -467,12 +489,47 @@ CHAIN_REQUESTS = {
 
 
 @pytest.fixture(scope="module")
-def chain_servers(request, make_site, pki, tmp_path_factory):
-    """(fast path, Python path) servers of a site whose script C runs on every request."""
+def chain_tar(make_site, tmp_path_factory):
     source = tmp_path_factory.mktemp("chain-site")
     write_tree(source, CHAIN_FILES)
-    tar = make_site(source)  # a directory: packed with the script compiler
-    return _start(request, tar, pki), _start(request, tar, pki, "--no-fast-path")
+    return make_site(source)  # a directory: packed with the script compiler
+
+
+@pytest.fixture(scope="module")
+def chain_servers(request, chain_tar, pki):
+    """(fast path, Python path) servers of a site whose script C runs on every request."""
+    return _start(request, chain_tar, pki), _start(request, chain_tar, pki, "--no-fast-path")
+
+
+def test_fastpath_pump_runs_the_chain_in_c(chain_tar):
+    """In process: once the Python path has filled the chain's pools, C runs the scripts and answers itself."""
+    config = ServerConfig(site_path=str(chain_tar), request_logging=False)
+    world = World.build(config)
+    try:
+        warm_up = Request("GET", "/api/first", [("host", "localhost")], "1.1", "http", ("127.0.0.1", 1), "w-1", 0.0,
+                          authority="localhost")
+        assert handle(warm_up, world).status == 200  # a connection's first request: Python runs the chain
+
+        async def exchange(left):
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, left)
+            connection = FastWorker(config).connection(transport, PlainSession(), ("127.0.0.1", 1), None)
+            payload = _wire(CHAIN_REQUESTS["json"]) + _wire(CHAIN_REQUESTS["static_with_header"])
+            rest = connection.pump(payload, world.fast_table)
+            transport.close()
+            return rest
+
+        left, right = socket.socketpair()
+        with right:
+            assert asyncio.run(exchange(left)) == b""  # both answered in C
+            right.settimeout(5)
+            data = b""
+            while not data.endswith(CSS.encode()):
+                data += right.recv(65536)
+    finally:
+        world.retire()
+    json_answer, css_answer = parse_responses(data)
+    assert json_answer.body == b'{"path":"/api/item"}'
+    assert css_answer.headers["x-bench"] == "script"
 
 
 _REQUEST_ID = re.compile(rb"\(request [0-9a-f]{8}-[0-9a-f]+\)")
@@ -514,3 +571,59 @@ def test_fastpath_chain_script_log_lines_are_written(chain_servers, pki):
     start = len(fast.lines)
     _converse(fast, _wire(CHAIN_REQUESTS["script_log"]) + CLOSE, False, pki)
     fast.wait_for(r"\[user_log\] [0-9a-f]{8}-[0-9a-f]+: 10-chain\.o?: a line from the script", start=start)
+
+
+@TRANSPORTS
+def test_fastpath_chain_proxy_is_handed_over(chain_servers, servers, pki, tls):
+    """zs_reverse_proxy decided in C is carried out by Python: the upstream's answer, as on the Python path."""
+    upstream = f"http://127.0.0.1:{servers[1].port}"
+    payload = (f"GET /proxy/index.html HTTP/1.1\r\nHost: localhost\r\nX-Upstream: {upstream}\r\n\r\n".encode()
+               + _wire(CHAIN_REQUESTS["json"]) + CLOSE)
+    responses = parse_responses(_same(chain_servers, payload, tls, pki))
+    assert [r.status for r in responses] == [404, 200, 404]
+    assert responses[0].body == FILES["404.html"].encode()  # the upstream's own 404 page
+
+
+def test_fastpath_close_notify_after_request_in_one_read(servers, pki):
+    """A request and the client's close_notify in one TCP write: the answer comes, then the server closes too."""
+    answers = []
+    for server in servers:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = _client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with connect(server.tls_port) as sock:
+            sock.settimeout(10)
+            while True:  # the handshake, by hand over the memory BIOs
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            tls.write(WARM_UP)
+            sock.sendall(outgoing.read())
+            received = b""
+            while b"\r\n\r\n" not in received:  # the warm-up's answer (a head-only 404 page is short)
+                incoming.write(sock.recv(65536))
+                try:
+                    received += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pass
+            tls.write(_wire(REQUESTS["css"]))
+            try:
+                tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # our close_notify is written; the server's comes later
+            sock.sendall(outgoing.read())
+            received = b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                incoming.write(data)
+                try:
+                    received += tls.read(65536)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    pass
+            answers.append(_DATE.sub(b"\r\ndate: -\r\n", received))
+    assert answers[0] == answers[1]
+    assert answers[0].startswith(b"HTTP/1.1 200 OK") and answers[0].endswith(CSS.encode())

@@ -241,3 +241,21 @@ def test_h1connection_leaves_trailing_partial_request_unparsed():
     assert conn.state == http1.HEAD
     (last,) = conn.receive(b"st: h\r\n\r\n")
     assert isinstance(last, Request) and last.target == "/next"
+
+
+def test_h1connection_hands_request_over_at_head_and_streams_body():
+    """A Request with a body comes out when its head is complete; its body_stream gets the bytes as they arrive."""
+    conn = _h1()
+    (request,) = conn.receive(b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    body = request.body_stream
+    assert (body.length, body.take_buffered(), body.ended) == (None, b"abc", False)
+    assert conn.state == http1.BODY
+    assert conn.receive(b"2\r\nde\r\n0\r\n\r\n") == []
+    assert (body.take_buffered(), body.ended, conn.state) == (b"de", True, http1.IDLE)
+
+
+def test_h1connection_content_length_with_spaces_frames_body():
+    """A Content-Length with spaces around its digits frames the body like the bare number does."""
+    conn = _h1()
+    (request,) = conn.receive(b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 5 \r\n\r\nhello")
+    assert (request.body_stream.length, request.body_stream.take_buffered()) == (5, b"hello")

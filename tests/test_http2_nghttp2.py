@@ -1,10 +1,13 @@
-"""HTTP/2 over libnghttp2 beyond the basics: RFC 8441 WebSockets spliced to an HTTP/1.1 upstream, and the sans-IO layer's limits."""
+"""HTTP/2 over libnghttp2 beyond the basics: RFC 8441 WebSockets, C answers matching Python's, the sans-IO limits."""
 
 import hashlib
 import json
 import os
+import re
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -16,7 +19,8 @@ import pytest
 from h2.errors import ErrorCodes
 
 from harness import connect, curl, start_server, write_tree
-from proxy_backends import PythonBackend
+from test_fastpath import _REQUEST_ID, CHAIN_FILES
+from tls_pki import make_test_pki
 from zeroserve.core import http2, pack
 from zeroserve.core.compile import ScriptCompiler
 from zeroserve.core.config import Limits
@@ -34,13 +38,6 @@ ZS_ENTRY zs_u64 entry(void)
     return 0;
 }
 """
-
-
-@pytest.fixture(scope="module")
-def backend():
-    server = PythonBackend()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -306,15 +303,15 @@ def static_servers(request, make_site):
                                                                          "--no-fast-path")
 
 
-def _static_answers(port):
-    """(status, headers without date, body) of every STATIC_REQUESTS entry, on one HTTP/2 connection."""
+def _static_answers(port, requests=STATIC_REQUESTS):
+    """(headers without date, body) of each (method, path, extra headers) request, on one HTTP/2 connection."""
     client = Client.__new__(Client)
     client.sock = connect(port)
     client.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     client.conn.initiate_connection()
     client.heads, client.data, client.ended, client.reset, client.terminated = {}, {}, set(), {}, None
     streams = []
-    for method, path, extra in STATIC_REQUESTS:
+    for method, path, extra in requests:
         stream_id = client.conn.get_next_available_stream_id()
         client.conn.send_headers(stream_id, [(b":method", method.encode()), (b":scheme", b"http"),
                                              (b":path", path.encode()), (b":authority", b"test"), *extra],
@@ -346,6 +343,155 @@ def test_http2_static_answers_from_c_are_logged(static_servers):
     fast.wait_for(r"\[request\] \S+ \S+ 127\.0\.0\.1:\d+ HEAD /a\.txt 200 0 0\.0ms HTTP/2")
     python.wait_for(r"\[request\] \S+ \S+ 127\.0\.0\.1:\d+ GET /big\.bin 200 204800 \S+ms HTTP/2")
     assert python.count(r" 0\.0ms HTTP/2") == 0
+
+
+# The scripted worlds of test_fastpath: every outcome of a chain C runs alone.
+CHAIN_REQUESTS = [
+    ("GET", "/style.css", ()),                    # static + a script's header
+    ("GET", "/index.html", ()),                   # template pass, page unchanged
+    ("HEAD", "/index.html", ()),
+    ("GET", "/tagged.html", ()),                  # template pass with <zs-meta>: Python renders it
+    ("GET", "/typed/page.txt", ()),               # the script's content-type replaces the file's
+    ("GET", "/plain/page.html", ()),              # no metadata
+    ("GET", "/nothing", ()),                      # the 404 with the script's header
+    ("GET", "/api/item?x=1", ()),                 # JSON from the script
+    ("HEAD", "/api/item", ()),
+    ("GET", "/teapot", ()),                       # zs_respond with a replaced content-length
+    ("GET", "/odd", ()),                          # a status without a reason phrase
+    ("GET", "/log", ()),                          # a script log line: adopted
+    ("GET", "/rewrite", ()),                      # the request changed: adopted
+    ("GET", "/fault", ()),                        # a fault: adopted, 500
+]
+
+
+@pytest.fixture(scope="module")
+def chain_tar(tmp_path_factory):
+    """The site whose C-only script chain ends every way (test_fastpath's)."""
+    directory = tmp_path_factory.mktemp("h2-chain-site")
+    write_tree(directory / "src", CHAIN_FILES)
+    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
+    return directory / "site.tar"
+
+
+@pytest.fixture(scope="module")
+def chain_servers(request, chain_tar):
+    """(fast path, Python path) plaintext servers of chain_tar."""
+    return (start_server(request, chain_tar, "--tls-addr", "off"),
+            start_server(request, chain_tar, "--tls-addr", "off", "--no-fast-path"))
+
+
+def _masked(answers):
+    return [(head, _REQUEST_ID.sub(b"(request -)", body)) for head, body in answers]
+
+
+def test_http2_chain_answers_match_python_path(chain_servers):
+    """Over HTTP/2, a C-only chain's every outcome gets the same headers and body with and without the fast path."""
+    fast, python = chain_servers
+    for _ in range(2):  # the first round fills the chain's pools (a worker's first requests run in Python)
+        answers = _masked(_static_answers(fast.port, CHAIN_REQUESTS))
+        assert answers == _masked(_static_answers(python.port, CHAIN_REQUESTS))
+    statuses = [dict(head)[b":status"] for head, _ in answers]
+    assert statuses == [b"200", b"200", b"200", b"200", b"200", b"200", b"404", b"200", b"200", b"418", b"299",
+                        b"404", b"200", b"500"]
+    assert dict(answers[0][0])[b"x-bench"] == b"script"
+    assert answers[7][1] == b'{"path":"/api/item"}'
+    assert answers[3][1] == b"<p>from script</p>"
+    # Answered in C: logged as soon as decoded (0.0ms). The streams after a handed-over one in the same
+    # read go to Python whole (C holds one handed-over run at a time).
+    fast.wait_for(r"\[request\] \S+ \S+ 127\.0\.0\.1:\d+ GET /style\.css 200 1000 0\.0ms HTTP/2")
+    assert python.count(r" 0\.0ms HTTP/2") == 0
+
+
+def test_http2_chain_adopted_streams_in_one_read_are_answered(chain_servers):
+    """Several handed-over streams in one read (log, rewrite, fault) each get the Python path's answer."""
+    requests = [("GET", "/log", ()), ("GET", "/rewrite", ()), ("GET", "/fault", ()), ("GET", "/log", ()),
+                ("GET", "/api/a", ())] * 3
+    fast, python = chain_servers
+    answers = _masked(_static_answers(fast.port, requests))
+    assert answers == _masked(_static_answers(python.port, requests))
+    assert [dict(head)[b":status"] for head, _ in answers][:5] == [b"404", b"200", b"500", b"404", b"200"]
+
+
+def test_http2_chain_proxy_is_handed_over(chain_servers, static_servers):
+    """zs_reverse_proxy decided in C over HTTP/2 is carried out by Python: the upstream's answer."""
+    upstream = f"http://127.0.0.1:{static_servers[1].port}".encode()
+    requests = [("GET", "/proxy/a.txt", ((b"x-upstream", upstream),)), ("GET", "/api/b", ())] * 2
+    fast, python = chain_servers
+    answers = _static_answers(fast.port, requests)
+    assert answers == _static_answers(python.port, requests)
+    assert dict(answers[0][0])[b":status"] == b"404"  # the upstream's own 404 for /proxy/a.txt
+    assert dict(answers[1][0])[b":status"] == b"200"
+
+
+def test_http2_chain_abort_ends_the_connection(chain_servers):
+    """zs_abort decided in C over HTTP/2 ends the whole connection without an answer, as on the Python path."""
+    for server in chain_servers:
+        for _ in range(2):
+            client = Client(server.port)
+            stream_id = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/abort"),
+                                                 (b":authority", b"test")], end_stream=True)
+            client.flush()
+            assert client.until(lambda: client.terminated is not None)
+            assert stream_id not in client.heads
+            client.sock.close()
+
+
+def _curl_h2_answers(server, pki, *args):
+    """Every answer curl gets over HTTPS/2 for `args` (URLs on one connection), Date lines dropped."""
+    result = curl("--http2", "--cacert", str(pki.ca_cert), "-D", "-", "--resolve",
+                  f"localhost:{server.tls_port}:127.0.0.1", *args)
+    assert result.returncode == 0, result.stderr
+    return re.sub(rb"(?im)^date: [^\r\n]*\r\n", b"", _REQUEST_ID.sub(b"(request -)", result.stdout))
+
+
+def test_http2_chain_answers_over_tls_match_python_path(request, chain_tar, tmp_path_factory):
+    """Over HTTPS/2, chain answers from C (scheme, SNI and Host checks included) equal the Python path's."""
+    pki = make_test_pki(tmp_path_factory.mktemp("h2-chain-pki"))
+    tar = chain_tar
+    flags = ("--tls-addr", "127.0.0.1:0", "--cert", str(pki.leaf_cert), "--key", str(pki.leaf_key))
+    fast, python = start_server(request, tar, *flags), start_server(request, tar, *flags, "--no-fast-path")
+    paths = ["/style.css", "/api/item?x=1", "/index.html", "/teapot", "/tagged.html", "/nothing"] * 2
+    answers = []
+    for server in (fast, python):
+        urls = [f"https://localhost:{server.tls_port}{path}" for path in paths]
+        other_host = ("-H", "host: other.test", f"https://localhost:{server.tls_port}/api/item")
+        answers.append((_curl_h2_answers(server, pki, *urls), _curl_h2_answers(server, pki, *other_host)))
+    assert answers[0] == answers[1]
+    assert answers[0][0].count(b"HTTP/2 200") == 8 and b'{"path":"/api/item"}' in answers[0][0]
+    assert answers[0][1].startswith(b"HTTP/2 421")
+    fast.wait_for(r"GET /api/item\?x=1 200 20 0\.0ms HTTP/2")  # answered in C
+
+
+def test_http2_idle_connection_gets_goaway_then_close(request, make_site):
+    """An HTTP/2 connection idle past --idle-timeout gets GOAWAY(NO_ERROR) before the server closes it."""
+    server = start_server(request, make_site({"a.txt": "alpha"}), "--tls-addr", "off", "--idle-timeout", "1")
+    client = Client(server.port)
+    stream = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(stream, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/a.txt"),
+                                      (b":authority", b"test")], end_stream=True)
+    client.flush()
+    assert client.until(lambda: stream in client.ended)
+    assert client.until(lambda: client.terminated is not None, timeout=5)
+    assert client.terminated == ErrorCodes.NO_ERROR
+    assert client.conn.state_machine.state.name == "CLOSED"
+    client.sock.close()
+
+
+def test_http2_shutdown_lets_open_stream_finish(request, tmp_path, backend):
+    """On SIGTERM an HTTP/2 stream still waiting for its answer gets it before the server exits."""
+    write_tree(tmp_path / "src", {"index.html": "x", ".zeroserve/scripts/10-proxy.c": PROXY_SCRIPT})
+    pack.build(tmp_path / "src", tmp_path / "site.tar", compiler=ScriptCompiler.find("clang"))
+    server = start_server(request, tmp_path / "site.tar", "--tls-addr", "off")
+    fetch = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", "-w", " %{http_version} %{response_code}",
+                              "-H", f"x-upstream: {backend.url}", server.url("/slow?s=1")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server.wait_for(r"listening")
+    time.sleep(0.5)  # the request is waiting on the upstream
+    server.signal(signal.SIGTERM)
+    stdout, stderr = fetch.communicate(timeout=15)
+    assert stdout == b"slow 2 200", stderr
+    assert server.proc.wait(timeout=15) == 0
 
 
 # -- the sans-IO layer on its own ------------------------------------------------------

@@ -134,16 +134,26 @@ def test_limits_unread_output_hits_write_timeout(server):
     assert 0 < len(received) < len(BIG)
 
 
-def test_limits_max_connections_answers_503(request, tar):
-    """Connections beyond --max-connections get 503 and are closed; earlier ones still work."""
+def test_limits_max_connections_pauses_accept(request, tar):
+    """Beyond --max-connections a new connection waits in the listen queue until an earlier one closes."""
     server = start_server(request, tar, "--max-connections", "2")
     first, second = connect(server.port), connect(server.port)
+    third = None
     try:
-        time.sleep(0.2)  # both accepted before the third arrives
-        third = parse_responses(exchange(server.port, b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n"))
-        assert [r.status for r in third] == [503]
-        first.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        assert [r.body for r in parse_responses(read_until_closed(first))] == [b"alpha"]
-    finally:
+        for sock in (first, second):
+            sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        third = connect(server.port)  # the kernel completes the handshake; the worker does not accept it
+        third.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        third.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            third.recv(65536)
         first.close()
-        second.close()
+        third.settimeout(10)
+        assert [r.body for r in parse_responses(read_until_closed(third))] == [b"alpha"]
+        second.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert [r.body for r in parse_responses(read_until_closed(second))] == [b"alpha"]
+    finally:
+        for sock in (first, second, third):
+            if sock is not None:
+                sock.close()

@@ -231,19 +231,14 @@ def test_privileges_not_root_keeps_user_in_own_namespaces(request, public_dir, t
     wait_until(lambda: curl_status(server.url("/v.txt"))[2] == b"two")
 
 
-def test_privileges_unknown_user_is_refused(tars):
-    """--user naming no account stops start-up with one message naming the flag."""
+@pytest.mark.parametrize("user, message", [
+    ("no-such-user-zs", "--user 'no-such-user-zs': no such user on this system"),
+    ("root", "--user 'root' is root; give an unprivileged account"),  # workers never keep root
+], ids=["unknown", "root"])
+def test_privileges_unusable_user_is_refused(tars, user, message):
+    """--user naming no account, or root, stops start-up with one message naming the flag."""
     result = subprocess.run([sys.executable, "-m", "zeroserve.core.cli", "run", "--addr", "127.0.0.1:0",
-                             "--tls-addr", "off", "--user", "no-such-user-zs", str(tars["one"])],
+                             "--tls-addr", "off", "--user", user, str(tars["one"])],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
-    assert "--user 'no-such-user-zs': no such user on this system" in result.stderr
-
-
-def test_privileges_root_user_is_refused(tars):
-    """--user root stops start-up: workers never keep root."""
-    result = subprocess.run([sys.executable, "-m", "zeroserve.core.cli", "run", "--addr", "127.0.0.1:0",
-                             "--tls-addr", "off", "--user", "root", str(tars["one"])],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0
-    assert "--user 'root' is root; give an unprivileged account" in result.stderr
+    assert message in result.stderr

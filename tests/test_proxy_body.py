@@ -3,28 +3,15 @@
 import hashlib
 import json
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import connect, parse_responses, read_until_closed, start_server, write_tree
-from proxy_backends import PATTERN, PythonBackend
-from zeroserve.core import pack
-from zeroserve.core.compile import ScriptCompiler
-
-# Proxies to the URL in the X-Upstream header; without one the request is served statically.
-PROXY_SCRIPT = """#include "zeroserve.h"
-ZS_ENTRY zs_u64 entry(void)
-{
-    char url[256];
-    zs_s64 length = zs_req_header(ZS_STR("x-upstream"), url, sizeof url);
-    if (length > 0)
-        zs_reverse_proxy(url, (zs_u64)length);
-    return 0;
-}
-"""
+from harness import connect, parse_responses, read_until_closed, start_server
+from proxy_backends import PATTERN, proxy_site
 
 # Reads the body as JSON: its world has every body read whole (within --max-body-bytes) before it runs.
 JSON_SCRIPT = """#include "zeroserve.h"
@@ -42,28 +29,15 @@ MIB = 1024 * 1024
 BLOCK = PATTERN * (MIB // len(PATTERN))
 
 
-def _site(directory, script):
-    write_tree(directory / "src", {"index.html": "<p>static</p>", ".zeroserve/scripts/10-main.c": script})
-    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
-    return directory / "site.tar"
-
-
-@pytest.fixture(scope="module")
-def backend():
-    server = PythonBackend()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    tar = _site(tmp_path_factory.mktemp("proxy-body"), PROXY_SCRIPT)
+    tar = proxy_site(tmp_path_factory.mktemp("proxy-body"))
     return start_server(request, tar, "--tls-addr", "off", "--max-body-bytes", "65536")
 
 
 @pytest.fixture(scope="module")
 def json_server(request, tmp_path_factory):
-    tar = _site(tmp_path_factory.mktemp("json-body"), JSON_SCRIPT)
+    tar = proxy_site(tmp_path_factory.mktemp("json-body"), JSON_SCRIPT)
     return start_server(request, tar, "--tls-addr", "off", "--max-body-bytes", "65536")
 
 
@@ -283,3 +257,31 @@ def test_proxy_body_script_reading_body_over_limit_gets_413(json_server, chunked
             pass
         responses = parse_responses(read_until_closed(sock))
     assert [r.status for r in responses] == [413]
+
+
+@pytest.mark.parametrize("known_length", [True, False], ids=["content-length", "unknown-length"])
+def test_proxy_body_http2_client_streams_to_upstream(server, backend, tmp_path, known_length):
+    """An HTTP/2 client's 64 MiB body reaches the HTTP/1.1 upstream intact (chunked when its length is unknown)."""
+    total = 64 * MIB
+    path = tmp_path / "body"
+    digest = hashlib.sha256()
+    with path.open("wb") as file:
+        for _ in range(total // MIB):
+            file.write(BLOCK)
+            digest.update(BLOCK)
+    (worker,) = server.worker_pids()
+    _, peak_before = _memory(worker)
+    upload = ["--data-binary", f"@{path}"] if known_length else ["-X", "POST", "-T", "-"]
+    with path.open("rb") as stdin:
+        result = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", f"x-upstream: {backend.url}",
+                                 *upload, f"http://127.0.0.1:{server.port}/echo"],
+                                stdin=stdin, capture_output=True, timeout=120)
+    _, peak_after = _memory(worker)
+    echo = json.loads(result.stdout)
+    assert (echo["body_length"], echo["body_sha256"]) == (total, digest.hexdigest())
+    framing = {name.lower(): value for name, value in echo["headers"]}
+    if known_length:
+        assert framing.get("content-length") == str(total)
+    else:
+        assert framing.get("transfer-encoding") == "chunked"
+    assert peak_after - peak_before < 32 * MIB

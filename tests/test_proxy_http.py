@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import curl, start_server, write_tree
-from proxy_backends import PythonBackend, free_port
-from zeroserve.core import pack
-from zeroserve.core.compile import ScriptCompiler
+from harness import curl, free_port, start_server
+from proxy_backends import PythonBackend, proxy_site
 
 # Proxies to the URL in the X-Upstream header (test-only), sets a response header, and on /echo/sethost
 # replaces the Host the upstream sees.
@@ -37,18 +35,8 @@ ZS_ENTRY zs_u64 entry(void)
 
 
 @pytest.fixture(scope="module")
-def backend():
-    server = PythonBackend()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("proxy-site")
-    write_tree(directory / "src", {"index.html": "<p>static</p>", ".zeroserve/scripts/10-proxy.c": PROXY_SCRIPT})
-    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
-    return start_server(request, directory / "site.tar", "--tls-addr", "off")
+    return start_server(request, proxy_site(tmp_path_factory.mktemp("proxy-site"), PROXY_SCRIPT), "--tls-addr", "off")
 
 
 def get(server, path, upstream, *args):

@@ -10,17 +10,11 @@ import urllib.request
 import pytest
 import uvloop
 
-from proxy_backends import PATTERN, Nginx, PythonBackend, free_port
+from harness import free_port
+from proxy_backends import PATTERN, Nginx, PythonBackend
 from tls_pki import make_test_pki
 from zeroserve.core.proxy import forward, upstream_request_head
 from zeroserve.core.upstream import Resolver, UpstreamError, UpstreamOptions, Upstreams, parse_target
-
-
-@pytest.fixture(scope="module")
-def backend():
-    server = PythonBackend()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -448,3 +442,13 @@ def test_proxy_request_head_bytes():
                                  body_length=None)
     assert head == (b"POST /u HTTP/1.1\r\nhost: h\r\nx-forwarded-for: 1.2.3.4\r\nx-forwarded-proto: http\r\n"
                     b"x-forwarded-host: h\r\ntransfer-encoding: chunked\r\n\r\n")
+
+
+def test_proxy_response_headers_leave_date_to_the_server(nginx):
+    """The upstream's Date is not passed on: the client gets the one Date the server's protocol layer writes."""
+    async def scenario(upstreams):
+        exchange, body = await fetch(upstreams, nginx.url(), "/small.txt")
+        return body, values(exchange.headers, "date"), values(exchange.headers, "content-length")
+    body, dates, lengths = run(scenario)
+    assert body == b"s" * 174
+    assert dates == [] and lengths == ["174"]  # other end-to-end headers still pass

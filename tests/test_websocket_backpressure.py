@@ -7,20 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import connect, start_server, write_tree
-from zeroserve.core import pack
-from zeroserve.core.compile import ScriptCompiler
-
-PROXY_SCRIPT = """#include "zeroserve.h"
-ZS_ENTRY zs_u64 entry(void)
-{
-    char url[256];
-    zs_s64 length = zs_req_header(ZS_STR("x-upstream"), url, sizeof url);
-    if (length > 0)
-        zs_reverse_proxy(url, (zs_u64)length);
-    return 0;
-}
-"""
+from harness import connect, start_server
+from proxy_backends import proxy_site
 
 MIB = 1024 * 1024
 BLOCK = b"w" * (256 * 1024)
@@ -30,10 +18,7 @@ IN_FLIGHT_BOUND = 48 * MIB
 
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ws-site")
-    write_tree(directory / "src", {"index.html": "x", ".zeroserve/scripts/10-proxy.c": PROXY_SCRIPT})
-    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
-    return start_server(request, directory / "site.tar", "--tls-addr", "off")
+    return start_server(request, proxy_site(tmp_path_factory.mktemp("ws-site")), "--tls-addr", "off")
 
 
 def _rss(pid):

@@ -119,26 +119,9 @@ def send_until_answered(sock: socket.socket, first: bytes, filler: bytes, limit:
     """Sends `first`, then `filler` over and over until the server answers or closes, or `limit` bytes went.
 
     Returns (bytes sent, what the server sent back: b"" when it closed without a word)."""
-    sock.settimeout(0.0)
-    sent = 0
-    pending = first
-    while sent < limit:
-        try:
-            answer = sock.recv(65536)
-            return sent, answer
-        except BlockingIOError:
-            pass
-        except ConnectionResetError:
-            return sent, b""
-        try:
-            written = sock.send(pending)
-        except BlockingIOError:
-            time.sleep(0.001)
-            continue
-        except (BrokenPipeError, ConnectionResetError):
-            break
-        sent += written
-        pending = pending[written:] or filler
+    sent, answer, end = _flood(sock, first, filler, limit, stop_at_answer=True)
+    if end in ("answered", "closed"):
+        return sent, answer
     sock.settimeout(5)
     try:
         return sent, sock.recv(65536)
@@ -150,28 +133,40 @@ def send_until_closed(sock: socket.socket, first: bytes, filler: bytes, limit: i
     """Sends `first`, then `filler` over and over, keeping what comes back, until the server closes or `limit`.
 
     Returns (bytes sent, bytes received, whether the server closed the connection)."""
+    sent, received, end = _flood(sock, first, filler, limit, stop_at_answer=False)
+    return sent, received, end != "limit"
+
+
+def _flood(sock: socket.socket, first: bytes, filler: bytes, limit: int,
+           stop_at_answer: bool) -> tuple[int, bytes, str]:
+    """Sends `first`, then `filler` over and over on a non-blocking socket, keeping what comes back.
+
+    Returns (bytes sent, bytes received, how it ended: "answered" (the first bytes came back, with
+    stop_at_answer), "closed" (the server closed or reset), "send failed" or "limit")."""
     sock.settimeout(0.0)
     sent, received, pending = 0, bytearray(), first
     while sent < limit:
         try:
             data = sock.recv(65536)
             if not data:
-                return sent, bytes(received), True
+                return sent, bytes(received), "closed"
             received += data
+            if stop_at_answer:
+                return sent, bytes(received), "answered"
         except BlockingIOError:
             pass
         except ConnectionResetError:
-            return sent, bytes(received), True
+            return sent, bytes(received), "closed"
         try:
             written = sock.send(pending)
         except BlockingIOError:
             time.sleep(0.001)
             continue
         except (BrokenPipeError, ConnectionResetError):
-            return sent, bytes(received), True
+            return sent, bytes(received), "send failed"
         sent += written
         pending = pending[written:] or filler
-    return sent, bytes(received), False
+    return sent, bytes(received), "limit"
 
 
 # ---------------------------------------------------------------- HTTP/2 attackers

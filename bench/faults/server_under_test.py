@@ -49,7 +49,7 @@ def pack_site(directory: Path, scripts: dict[str, str] | None = None, marker: st
 
 @dataclass
 class Server:
-    """A running `zeroserve run`: its supervisor process, ports and log."""
+    """A running `zeroserve run`: its supervisor process, ports and log; as a context manager, stopped on exit."""
 
     process: PinnedProcess
     port: int
@@ -72,6 +72,12 @@ class Server:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
 
 def start(workdir: Path, tar: Path, *flags: str, workers: int = 1, tls: bool = False, name: str = "zeroserve",

@@ -1,8 +1,9 @@
 """Builds the C fuzz targets (libFuzzer + ASan + UBSan) into bench/fuzz/build/, again only when a source changed.
 
-The VM, script, sigv4 and fast-path sources are compiled once with coverage instrumentation
+The VM, script, sigv4, fast-path and HTTP/2 sources are compiled once with coverage instrumentation
 (`-fsanitize=fuzzer-no-link`) and linked into each target with BoringSSL's
-libcrypto, which sigv4 and the script helpers use, and libssl, which the fast path's pump uses.
+libcrypto, which sigv4 and the script helpers use, libssl, which the fast path's pump uses, and
+libnghttp2, under the HTTP/2 glue (native/h2).
 """
 
 import fcntl
@@ -14,11 +15,11 @@ FUZZ_DIR = Path(__file__).resolve().parent
 ROOT = FUZZ_DIR.parents[1]
 BUILD_DIR = FUZZ_DIR / "build"
 NATIVE = ROOT / "native"
-LIBRARY_DIRS = (NATIVE / "vm", NATIVE / "script", NATIVE / "sigv4", NATIVE / "fast")
+LIBRARY_DIRS = (NATIVE / "vm", NATIVE / "script", NATIVE / "sigv4", NATIVE / "fast", NATIVE / "h2")
 SDK_HEADER = ROOT / "sdk" / "zeroserve.h"
 BORINGSSL_LIB = "/usr/lib/x86_64-linux-gnu/android"
 BORINGSSL_INCLUDE = "/usr/include/android"
-C_TARGETS = ("json", "elf", "vm", "sigv4", "fast")
+C_TARGETS = ("json", "elf", "vm", "sigv4", "fast", "h2")
 
 _SANITIZE = "-fsanitize=address,undefined"
 _CFLAGS = ["-g", "-O1", "-std=gnu11", "-fno-omit-frame-pointer", "-fsanitize-recover=undefined",
@@ -78,5 +79,5 @@ def _build_locked(target):
     binary = BUILD_DIR / f"fuzz_{target}"
     if _stale(binary, [source, _helper_names(), *objects]):
         _run(["clang", *_CFLAGS, f"-I{BUILD_DIR}", f"{_SANITIZE},fuzzer", source, *objects, f"-L{BORINGSSL_LIB}",
-              f"-Wl,-rpath,{BORINGSSL_LIB}", "-l:libssl.so.0", "-l:libcrypto.so.0", "-lm", "-o", binary])
+              f"-Wl,-rpath,{BORINGSSL_LIB}", "-l:libssl.so.0", "-l:libcrypto.so.0", "-lnghttp2", "-lm", "-o", binary])
     return binary

@@ -277,7 +277,7 @@ def relay_seeds():
 
 
 SEEDS = {
-    "http1": http1_seeds, "http2": http2_seeds, "tar": tar_seeds, "proxyproto": proxyproto_seeds,
+    "http1": http1_seeds, "http2": http2_seeds, "h2": http2_seeds, "tar": tar_seeds, "proxyproto": proxyproto_seeds,
     "paths": paths_seeds, "clienthello": clienthello_seeds, "oidc_cookie": oidc_cookie_seeds,
     "json": json_seeds, "elf": elf_seeds, "vm": vm_seeds, "sigv4": sigv4_seeds, "relay": relay_seeds,
 }

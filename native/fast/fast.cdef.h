@@ -10,6 +10,9 @@
 #define ZS_FAST_LOG_NONE 0
 #define ZS_FAST_LOG_TEXT 1
 #define ZS_FAST_LOG_JSON 2
+#define ZS_FAST_DID_LOG 1
+#define ZS_FAST_DID_UNSENT 2
+#define ZS_FAST_DID_REST 4
 struct zs_fast_limits {
     size_t max_head_bytes;
     size_t max_headers;
@@ -78,6 +81,7 @@ struct zs_fast_result {
     size_t adopt_len;
 };
 struct zs_chain_req *zs_fast_worker_chain_req(struct zs_fast_worker *worker);
+void zs_fast_answer_done(struct zs_fast_worker *worker);
 int zs_fast_pump(struct zs_fast_worker *worker, const struct zs_fast_table *table, const struct zs_fast_conn *conn,
                  const uint8_t *data, size_t len, int can_send, struct zs_fast_result *result, char *err,
                  size_t errlen);

@@ -2,6 +2,7 @@
 /* parse.c: the fast path's strict HTTP/1.1 request-head parser (RFC 9112 syntax, a subset it is sure of). */
 #include <string.h>
 
+#include "fast_int.h"
 #include "zsfast.h"
 
 /* tchar (RFC 9110 §5.6.2). */
@@ -26,19 +27,21 @@ static int is_value_char(uint8_t c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-static int name_is(const uint8_t *name, size_t len, const char *lower)
+int zs_fast_lower_equal(const uint8_t *any, const uint8_t *lower, size_t len)
 {
-    size_t n = strlen(lower);
-    if (len != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = name[i];
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = any[i];
         if (c >= 'A' && c <= 'Z')
             c += 32;
-        if (c != (uint8_t)lower[i])
+        if (c != lower[i])
             return 0;
     }
     return 1;
+}
+
+static int name_is(const uint8_t *name, size_t len, const char *lower)
+{
+    return len == strlen(lower) && zs_fast_lower_equal(name, (const uint8_t *)lower, len);
 }
 
 /* The path (up to '?') is one Python would leave as it is: no '%', no empty, "." or ".." segment. */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fast_int.h"
 #include "zsfast.h"
 
 struct slot {
@@ -213,24 +214,12 @@ const struct zs_fast_entry *zs_fast_table_find(const struct zs_fast_table *table
     return table->has_not_found ? &table->not_found : NULL;
 }
 
-static int equal_lowercase(const uint8_t *lower, const uint8_t *any, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = any[i];
-        if (c >= 'A' && c <= 'Z')
-            c += 32;
-        if (c != lower[i])
-            return 0;
-    }
-    return 1;
-}
-
 int zs_fast_table_host_allowed(const struct zs_fast_table *table, const uint8_t *host, size_t len)
 {
     if (table->host_count == 0)
         return 1;
     for (size_t i = 0; i < table->host_count; i++)
-        if (table->hosts[i].len == len && equal_lowercase(table->hosts[i].name, host, len))
+        if (table->hosts[i].len == len && zs_fast_lower_equal(host, table->hosts[i].name, len))
             return 1;
     return 0;
 }

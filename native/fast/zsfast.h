@@ -113,9 +113,7 @@ int zs_fast_table_fd(const struct zs_fast_table *table);
 struct zs_chain;
 struct zs_chain_req;
 /* The World's C request chain (zschain.h; NULL: none). Each request the table
- * could answer runs it first; the pump answers a finished chain's static (NONE)
- * or zs_respond (RESPOND) outcome as core/handler.py does, and hands every
- * other one to Python through ScriptChain.adopt. body_limit: what
+ * could answer runs it first (zs_fast_answer). body_limit: what
  * zs_reqctx_begin is given (core/script_abi.DEFAULT_BODY_LIMIT). */
 void zs_fast_table_set_chain(struct zs_fast_table *table, struct zs_chain *chain, uint64_t body_limit);
 struct zs_chain *zs_fast_table_chain(const struct zs_fast_table *table, uint64_t *body_limit);
@@ -125,26 +123,7 @@ int zs_fast_table_set_status_line(struct zs_fast_table *table, unsigned status, 
 /* The status line of `status`, written to out (room for 64 bytes); its length. */
 size_t zs_fast_table_status_line(const struct zs_fast_table *table, unsigned status, char *out);
 
-/* ---- the connection pump ---- */
-
-/* The process's request ids: "<prefix>-<counter in hex>", shared with Python. */
-struct zs_fast_ids {
-    char prefix[16];
-    uint64_t counter; /* the last id given */
-};
-
-/* One worker's scratch buffers and settings; one per process. */
-struct zs_fast_worker;
-
-enum zs_fast_log { ZS_FAST_LOG_NONE = 0, ZS_FAST_LOG_TEXT = 1, ZS_FAST_LOG_JSON = 2 };
-
-struct zs_fast_worker *zs_fast_worker_new(const struct zs_fast_limits *limits, struct zs_fast_ids *ids,
-                                          int log_format);
-void zs_fast_worker_free(struct zs_fast_worker *worker);
-/* The access-log lines written since the last call (each ending in '\n'); the buffer is then empty. */
-const char *zs_fast_worker_take_log(struct zs_fast_worker *worker, size_t *len);
-
-/* One connection, as its Python Connection fills it once. */
+/* One connection, as its Python Connection (or H2Connection) fills it once. */
 struct zs_fast_conn {
     void *ssl;             /* the TLS session's SSL * (memory BIOs), or NULL for plaintext */
     int fd;                /* the socket: send(2) goes here when the caller allows it */
@@ -159,6 +138,79 @@ struct zs_fast_conn {
     const char *info_json; /* TLS: the scripts' zs_connection_info JSON, or NULL */
     size_t info_json_len;
 };
+
+struct zs_fast_worker;
+
+/* ---- one request's answer, for HTTP/1.1 (the pump) and HTTP/2 (native/h2) ---- */
+
+/* A GET/HEAD its protocol's parser took: a clean path, a plain host, no body. */
+struct zs_fast_request {
+    int method;             /* enum zs_fast_method */
+    int major, minor;       /* the protocol version the scripts see: 1.0, 1.1 or 2.0 */
+    unsigned flags;         /* ZS_FAST_HAS_* */
+    const uint8_t *target;  /* the request-target (path, then '?' and the query, if any) */
+    size_t target_len;
+    size_t path_len;        /* the target up to '?' */
+    const uint8_t *host;    /* Host or :authority without its port (any case) */
+    size_t host_len;
+    const uint8_t *raw;     /* HTTP/1: the head as sent (the parser's), whose header lines the scripts see */
+    size_t raw_len;
+    const char *headers;    /* else (raw NULL): the header fields packed "name\0value\0...", lowercase names */
+    size_t headers_len;
+};
+
+/* A complete answer: the head up to (not including) `date:`, as HTTP/1.1 text whatever the protocol
+ * ("HTTP/1.1 200 OK\r\n" then "name: value\r\n" lines), and the body of a GET: `body` when in memory,
+ * else `length` bytes at `offset` of zs_fast_table_fd. */
+struct zs_fast_answer {
+    const uint8_t *head;
+    size_t head_len;
+    const uint8_t *body;
+    uint64_t offset;
+    uint64_t length;
+    unsigned status;
+};
+
+enum zs_fast_verdict {
+    ZS_FAST_ANSWERED = 0,  /* `answer` is complete; call zs_fast_answer_done once it is copied out */
+    ZS_FAST_TO_PYTHON = 1, /* nothing ran: Python answers the request whole */
+    ZS_FAST_TO_ADOPT = 2   /* the chain ran and stopped where only Python goes on: hand
+                            * zs_fast_worker_chain_req to ScriptChain.adopt before the next zs_fast_answer */
+};
+
+/* The answer the Python path (core/handler.py) would give `request` on `conn`: the table's entry, run
+ * through the table's C chain when it has one. A finished chain with no log line, no response hook and no
+ * change to the request is answered when its outcome is none (the entry with the `zs.response.header.*`
+ * headers set over it, or the template pass's head) or zs_respond (status >= 200); every other end is
+ * ZS_FAST_TO_ADOPT. A enum zs_fast_verdict, or -1 (message in err). */
+int zs_fast_answer(struct zs_fast_worker *worker, const struct zs_fast_table *table, const struct zs_fast_conn *conn,
+                   const struct zs_fast_request *request, struct zs_fast_answer *answer, char *err, size_t errlen);
+/* Gives back the chain run behind the last answer (ANSWERED, or an adopt Python did not take); the
+ * answer's head and body are gone then. */
+void zs_fast_answer_done(struct zs_fast_worker *worker);
+
+/* ---- the connection pump ---- */
+
+/* The process's request ids: "<prefix>-<counter in hex>", shared with Python. */
+struct zs_fast_ids {
+    char prefix[16];
+    uint64_t counter; /* the last id given */
+};
+
+
+enum zs_fast_log { ZS_FAST_LOG_NONE = 0, ZS_FAST_LOG_TEXT = 1, ZS_FAST_LOG_JSON = 2 };
+
+struct zs_fast_worker *zs_fast_worker_new(const struct zs_fast_limits *limits, struct zs_fast_ids *ids,
+                                          int log_format);
+void zs_fast_worker_free(struct zs_fast_worker *worker);
+/* The access-log lines written since the last call (each ending in '\n'); the buffer is then empty. */
+const char *zs_fast_worker_take_log(struct zs_fast_worker *worker, size_t *len);
+
+/* zs_fast_pump's answer bits: which fields of the result the caller has to look at. */
+#define ZS_FAST_DID_LOG 1u    /* access-log lines were written (zs_fast_worker_take_log) */
+#define ZS_FAST_DID_UNSENT 2u /* unsent bytes */
+#define ZS_FAST_DID_REST 4u   /* plaintext for Python (rest), or close / tls_event / adopt */
+
 
 /* What one pump call did. */
 struct zs_fast_result {
@@ -182,8 +234,10 @@ struct zs_chain_req *zs_fast_worker_chain_req(struct zs_fast_worker *worker);
 /* Takes bytes read from the socket (ciphertext with conn->ssl), answers every
  * complete fast head from the front, sends the answers with send(2) when
  * `can_send` (else returns them all as unsent), and hands the rest back.
- * 0 on success; -1 on an error (message in err) and -2 when the peer has gone
- * (the socket refused with EPIPE/ECONNRESET): either way the connection is to be dropped. */
+ * On success, the ZS_FAST_DID_* bits of what the result holds (0: every byte
+ * was answered and sent, nothing more to do); -1 on an error (message in err)
+ * and -2 when the peer has gone (the socket refused with EPIPE/ECONNRESET):
+ * either way the connection is to be dropped. */
 int zs_fast_pump(struct zs_fast_worker *worker, const struct zs_fast_table *table, const struct zs_fast_conn *conn,
                  const uint8_t *data, size_t len, int can_send, struct zs_fast_result *result, char *err,
                  size_t errlen);

@@ -1,6 +1,7 @@
 /* cffi declarations of the HTTP/2 glue (zsh2.h). */
 #define ZS_H2_EV_FIELDS 5
 #define ZS_H2_HEAD_ENDED 256
+#define ZS_H2_HEAD_ADOPT 512
 enum zs_h2_event_kind { ZS_H2_HEAD = 1, ZS_H2_DATA = 2, ZS_H2_END = 3, ZS_H2_CLOSED = 4, ZS_H2_FAST = 5 };
 enum zs_h2_respond_flags { ZS_H2_STREAMED = 1, ZS_H2_RESET_AFTER = 2, ZS_H2_NO_BODY = 4 };
 enum zs_h2_close_kind {
@@ -30,7 +31,7 @@ struct zs_h2_limits {
 int zs_h2_new(struct zs_h2 **out, const struct zs_h2_limits *limits, char *err, size_t errlen);
 void zs_h2_free(struct zs_h2 *h);
 int zs_h2_receive(struct zs_h2 *h, const uint8_t *data, size_t len, double now, const struct zs_fast_table *table,
-                  int log_fast, const uint8_t *sni, size_t sni_len);
+                  struct zs_fast_worker *worker, const struct zs_fast_conn *conn, int log_fast);
 int zs_h2_send(struct zs_h2 *h, size_t budget);
 int zs_h2_respond(struct zs_h2 *h, int32_t stream_id, const char *headers, size_t headers_len, uint32_t nheaders,
                   const uint8_t *body, size_t body_len, const int64_t *segments, uint32_t nsegments, int fd,

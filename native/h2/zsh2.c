@@ -9,6 +9,7 @@
  * ranges so flow control can release them without calling back into Python.
  */
 #include "zsh2.h"
+#include "zschain.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -60,6 +61,8 @@ static int grow(void **ptr, size_t *cap, size_t need, size_t item)
 
 static int append(uint8_t **buf, size_t *len, size_t *cap, const void *data, size_t n)
 {
+    if (n == 0)
+        return 0;
     if (grow((void **)buf, cap, *len + n, 1))
         return -1;
     memcpy(*buf + *len, data, n);
@@ -280,39 +283,13 @@ static const char *http_date(struct zs_h2 *h)
     return h->date;
 }
 
-/* Answers a GET/HEAD stream from the static table as the Python path would; 1 when answered, 0 when Python
- * must (anything the table cannot say), <0 on an nghttp2 error. */
-static int answer_fast(struct zs_h2 *h, struct zs_h2_stream *st, const nghttp2_frame *frame)
+/* Submits `answer` (its HTTP/1.1 head turned into an HTTP/2 header block, plus date) on the stream; 1 when
+ * submitted, 0 when Python must answer after all (a head too big for the block, an unreadable tar), <0 on an
+ * nghttp2 error. */
+static int respond_fast(struct zs_h2 *h, struct zs_h2_stream *st, const struct zs_fast_answer *answer, int head_only)
 {
-    const struct zs_fast_table *table = h->table;
-    uint64_t body_limit;
-    if (!table || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) || h->protocol || !h->method || !h->path
-        || !h->authority || zs_fast_table_chain(table, &body_limit))
-        return 0;
-    nghttp2_vec method = nghttp2_rcbuf_get_buf(h->method), path = nghttp2_rcbuf_get_buf(h->path);
-    nghttp2_vec authority = nghttp2_rcbuf_get_buf(h->authority);
-    int head_only = name_is(method, "HEAD");
-    if (!head_only && !name_is(method, "GET"))
-        return 0;
-    size_t path_len = clean_path_len(path.base, path.len), host = host_len(authority.base, authority.len);
-    if (!path_len || !host || !zs_fast_table_host_allowed(table, authority.base, host))
-        return 0;
-    if (h->sni) {
-        if (host != h->sni_len)
-            return 0;
-        for (size_t i = 0; i < host; i++) {
-            uint8_t c = authority.base[i];
-            if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != h->sni[i])
-                return 0;
-        }
-    }
-    const struct zs_fast_entry *entry = zs_fast_table_find(table, path.base, path_len);
-    if (!entry || (entry->flags & ZS_FAST_PYTHON) || (h->head_flags & ZS_FAST_HAS_CONDITIONAL)
-        || ((entry->flags & ZS_FAST_VARIES) && (h->head_flags & ZS_FAST_HAS_ACCEPT_ENCODING)))
-        return 0;
-    /* The entry's HTTP/1.1 head: "HTTP/1.1 200 OK\r\n" then "Name: value\r\n" lines. */
-    const uint8_t *p = entry->head, *end = entry->head + entry->head_len;
-    if (entry->head_len < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0)
+    const uint8_t *p = answer->head, *end = answer->head + answer->head_len;
+    if (answer->head_len < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0)
         return 0;
     uint8_t names[1024];
     size_t names_len = 0;
@@ -341,7 +318,7 @@ static int answer_fast(struct zs_h2 *h, struct zs_h2_stream *st, const nghttp2_f
     }
     const char *date = http_date(h);
     nva[n++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, strlen(date), NGHTTP2_NV_FLAG_NONE};
-    uint64_t length = head_only ? 0 : entry->length;
+    uint64_t length = head_only ? 0 : answer->length;
     int rv;
     if (length == 0) {
         rv = nghttp2_submit_response(h->session, st->id, nva, n, NULL);
@@ -350,9 +327,9 @@ static int answer_fast(struct zs_h2 *h, struct zs_h2_stream *st, const nghttp2_f
         if (grow((void **)&st->segs, &segs_cap, 1, sizeof *st->segs) || grow((void **)&st->buf, &st->buf_cap, length, 1))
             return NGHTTP2_ERR_NOMEM;
         st->segs_cap = (uint32_t)segs_cap;
-        if (entry->body) {
-            memcpy(st->buf, entry->body, length);
-        } else if (pread(zs_fast_table_fd(table), st->buf, length, (off_t)entry->offset) != (ssize_t)length) {
+        if (answer->body) {
+            memcpy(st->buf, answer->body, length);
+        } else if (pread(zs_fast_table_fd(h->table), st->buf, length, (off_t)answer->offset) != (ssize_t)length) {
             return 0;  /* Python reports the unreadable tar */
         }
         st->segs[0] = (struct zs_h2_seg){-1, length};
@@ -370,6 +347,49 @@ static int answer_fast(struct zs_h2 *h, struct zs_h2_stream *st, const nghttp2_f
     if (rv != 0)
         return rv;
     st->answered = 1;
+    return 1;
+}
+
+/* Answers a GET/HEAD stream as the Python path would (zs_fast_answer: the static table, through the C chain
+ * when the World has one); 1 when answered, 0 when Python must (h->adopt set when it takes over a chain C
+ * ran), <0 on an nghttp2 error. */
+static int answer_fast(struct zs_h2 *h, struct zs_h2_stream *st, const nghttp2_frame *frame)
+{
+    const struct zs_fast_table *table = h->table;
+    if (!table || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) || h->protocol || !h->method || !h->path
+        || !h->authority)
+        return 0;
+    nghttp2_vec method = nghttp2_rcbuf_get_buf(h->method), path = nghttp2_rcbuf_get_buf(h->path);
+    nghttp2_vec authority = nghttp2_rcbuf_get_buf(h->authority);
+    int head_only = name_is(method, "HEAD");
+    if (!head_only && !name_is(method, "GET"))
+        return 0;
+    size_t path_len = clean_path_len(path.base, path.len), host = host_len(authority.base, authority.len);
+    if (!path_len || !host)
+        return 0;
+    struct zs_fast_request request = {head_only ? ZS_FAST_HEAD : ZS_FAST_GET, 2, 0, h->head_flags, path.base,
+                                      path.len, path_len, authority.base, host, NULL, 0, (const char *)h->head,
+                                      h->head_len};
+    struct zs_fast_answer answer;
+    char err[ZS_H2_ERRMSG];
+    int verdict = zs_fast_answer(h->worker, table, h->conn, &request, &answer, err, sizeof err);
+    if (verdict < 0) {
+        snprintf(h->errmsg, sizeof h->errmsg, "%s", err);
+        h->nomem = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    if (verdict != ZS_FAST_ANSWERED) {
+        h->adopt = verdict == ZS_FAST_TO_ADOPT;
+        return 0;
+    }
+    int rv = respond_fast(h, st, &answer, head_only);
+    if (rv == 0 && zs_fast_worker_chain_req(h->worker)->ctx != NULL) {
+        h->adopt = 1; /* the scripts ran: Python answers from their result */
+        return 0;
+    }
+    zs_fast_answer_done(h->worker);
+    if (rv <= 0)
+        return rv;
     if (h->log_fast) {
         size_t offset = h->arena_len;
         if (append(&h->arena, &h->arena_len, &h->arena_cap, method.base, method.len)
@@ -378,9 +398,8 @@ static int answer_fast(struct zs_h2 *h, struct zs_h2_stream *st, const nghttp2_f
             h->nomem = 1;
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
-        unsigned status = (unsigned)(entry->head[9] - '0') * 100 + (unsigned)(entry->head[10] - '0') * 10
-                          + (unsigned)(entry->head[11] - '0');
-        rv = event(h, ZS_H2_FAST, st->id, offset, h->arena_len - offset, (int64_t)(status | (length << 16)));
+        uint64_t length = head_only ? 0 : answer.length;
+        rv = event(h, ZS_H2_FAST, st->id, offset, h->arena_len - offset, (int64_t)(answer.status | (length << 16)));
         if (rv != 0)
             return rv;
     }
@@ -397,6 +416,7 @@ static int on_request_head(struct zs_h2 *h, const nghttp2_frame *frame)
         if (nghttp2_rcbuf_get_buf(h->path).len > h->max_uri_bytes)
             refusal = 414;
     }
+    h->adopt = 0;
     if (!refusal) {
         int answered = answer_fast(h, st, frame);
         if (answered) {
@@ -418,7 +438,8 @@ static int on_request_head(struct zs_h2 *h, const nghttp2_frame *frame)
     /* A body (or tunnel) stream's window reopens as its consumer takes the bytes (zs_h2_consume). */
     st->manual = h->protocol != NULL || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
     release_pseudo(h);
-    int64_t kind = ZS_H2_HEAD | ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ? ZS_H2_HEAD_ENDED : 0);
+    int64_t kind = ZS_H2_HEAD | ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ? ZS_H2_HEAD_ENDED : 0)
+                   | (h->adopt ? ZS_H2_HEAD_ADOPT : 0);
     return event(h, kind, st->id, offset, h->arena_len - offset, refusal);
 }
 
@@ -501,7 +522,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
     }
     if (frame->hd.type == NGHTTP2_RST_STREAM && frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM
-        && h->closed == ZS_H2_OPEN) {
+        && h->closed == ZS_H2_OPEN && !h->draining) {
         /* nghttp2 refuses a stream over the cap our SETTINGS announced but the peer may not have applied
            yet; a peer that opens more streams than allowed loses the connection either way. */
         snprintf(h->errmsg, sizeof h->errmsg, "more concurrent streams than SETTINGS_MAX_CONCURRENT_STREAMS");
@@ -654,19 +675,20 @@ static void reset_output(struct zs_h2 *h)
 }
 
 int zs_h2_receive(struct zs_h2 *h, const uint8_t *data, size_t len, double now, const struct zs_fast_table *table,
-                  int log_fast, const uint8_t *sni, size_t sni_len)
+                  struct zs_fast_worker *worker, const struct zs_fast_conn *conn, int log_fast)
 {
     reset_output(h);
     if (h->closed)
         return 0;
     h->now = now;
     h->table = table;
+    h->worker = worker;
+    h->conn = conn;
     h->log_fast = log_fast;
-    h->sni = sni;
-    h->sni_len = sni_len;
     ssize_t rv = nghttp2_session_mem_recv(h->session, data, len);
     h->table = NULL;  /* borrowed for this call only: a reload may free it */
-    h->sni = NULL;
+    h->worker = NULL;
+    h->conn = NULL;
     if (rv < 0) {
         if (h->closed == ZS_H2_OPEN || h->nomem) {
             h->closed = ZS_H2_CLOSED_PROTOCOL;
@@ -870,6 +892,7 @@ int zs_h2_blocked(struct zs_h2 *h)
 
 int zs_h2_goaway(struct zs_h2 *h)
 {
+    h->draining = 1;
     return nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->session),
                                  NGHTTP2_NO_ERROR, NULL, 0);
 }

@@ -32,6 +32,8 @@ enum zs_h2_event_kind {
 };
 /* Added to the kind of a HEAD event. */
 #define ZS_H2_HEAD_ENDED 0x100   /* the head carried END_STREAM: no body follows */
+#define ZS_H2_HEAD_ADOPT 0x200   /* its scripts ran in C: Python goes on with ScriptChain.adopt
+                                    (zs_fast_worker_chain_req) before the next zs_h2_receive */
 
 enum zs_h2_respond_flags {
     ZS_H2_STREAMED = 1,     /* more body comes with zs_h2_stream_data; END_STREAM after zs_h2_stream_end */
@@ -59,6 +61,7 @@ struct zs_h2 {
     uint8_t *out;
     size_t out_len, out_cap;
     int closed;                 /* enum zs_h2_close_kind */
+    int draining;               /* our graceful GOAWAY is queued: refusing new streams is expected */
     int io_errno;               /* a file body could not be read (0: none); the caller raises */
     char errmsg[ZS_H2_ERRMSG];
     uint32_t max_header_count, max_uri_bytes, max_head_bytes;
@@ -79,8 +82,9 @@ struct zs_h2 {
     /* What the current zs_h2_receive may answer itself (zs_h2_receive's arguments). */
     const struct zs_fast_table *table;
     int log_fast;
-    const uint8_t *sni;
-    size_t sni_len;
+    struct zs_fast_worker *worker;
+    const struct zs_fast_conn *conn;
+    int adopt;                  /* the head being answered ran its scripts in C: ZS_H2_HEAD_ADOPT */
     time_t date_second;
     char date[40];
 };
@@ -96,11 +100,11 @@ struct zs_h2_limits {
 
 int zs_h2_new(struct zs_h2 **out, const struct zs_h2_limits *limits, char *err, size_t errlen);
 void zs_h2_free(struct zs_h2 *h);
-/* `table`: the World's static table when no script runs for its requests (else NULL): GET/HEAD streams it
- * answers are answered here, reported as ZS_H2_FAST events when `log_fast`. `sni` (NULL: none) is the host
- * every request must name on a TLS connection; others go to Python (421). */
+/* `table`: the World's fast table (NULL: none), whose GET/HEAD streams zs_fast_answer answers here with
+ * `worker` for `conn`, reported as ZS_H2_FAST events when `log_fast`; a stream whose scripts C ran but
+ * cannot finish goes to Python as a ZS_H2_HEAD_ADOPT head. */
 int zs_h2_receive(struct zs_h2 *h, const uint8_t *data, size_t len, double now, const struct zs_fast_table *table,
-                  int log_fast, const uint8_t *sni, size_t sni_len);
+                  struct zs_fast_worker *worker, const struct zs_fast_conn *conn, int log_fast);
 int zs_h2_send(struct zs_h2 *h, size_t budget);
 int zs_h2_respond(struct zs_h2 *h, int32_t stream_id, const char *headers, size_t headers_len, uint32_t nheaders,
                   const uint8_t *body, size_t body_len, const int64_t *segments, uint32_t nsegments, int fd,
