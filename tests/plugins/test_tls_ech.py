@@ -613,10 +613,12 @@ def test_tls_ech_ja4_of_chromium_has_chrome_cipher_hash(plain_server, tmp_path):
                     "--dump-dom", f"https://localhost:{plain_server.port}/"],
                    capture_output=True, timeout=60)
     prints = {facts.ja4 for facts in plain_server.handshakes[before:]}
-    assert len(prints) == 1, prints  # every connection Chromium opened has the same fingerprint
-    (ja4,) = prints
-    assert re.match(r"^t13d15\d\dh2_8daaf6152771_[0-9a-f]{12}$", ja4), ja4
-    print("JA4 Chromium:", ja4)
+    assert prints
+    # A second connection may resume the first one's session: pre_shared_key then adds one extension
+    # (count and extension hash change), while the cipher part stays Chrome's.
+    for ja4 in prints:
+        assert re.match(r"^t13d15\d\dh2_8daaf6152771_[0-9a-f]{12}$", ja4), ja4
+    print("JA4 Chromium:", sorted(prints))
 
 
 # ---------------------------------------------------------------------------------------------------------
