@@ -19,6 +19,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from harness import connect, curl, start_server, write_tree
+from proxy_backends import proxy_site
 from test_fastpath import _REQUEST_ID, CHAIN_FILES
 from tls_pki import make_test_pki
 from zeroserve.core import http2, pack
@@ -26,26 +27,9 @@ from zeroserve.core.compile import ScriptCompiler
 from zeroserve.core.config import Limits
 from zeroserve.core.request import Response
 
-# Proxies every request to the URL in the X-Upstream header (test-only).
-PROXY_SCRIPT = """#include "zeroserve.h"
-ZS_ENTRY zs_u64 entry(void)
-{
-    char url[256];
-    zs_s64 length = zs_req_header(ZS_STR("x-upstream"), url, sizeof url);
-    if (length <= 0)
-        return 0;
-    zs_reverse_proxy(url, (zs_u64)length);
-    return 0;
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("h2-ws-site")
-    write_tree(directory / "src", {"index.html": "<p>static</p>", ".zeroserve/scripts/10-proxy.c": PROXY_SCRIPT})
-    pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
-    return start_server(request, directory / "site.tar", "--tls-addr", "off")
+    return start_server(request, proxy_site(tmp_path_factory.mktemp("h2-ws-site")), "--tls-addr", "off")
 
 
 def ws_frame(opcode, payload):
@@ -480,9 +464,7 @@ def test_http2_idle_connection_gets_goaway_then_close(request, make_site):
 
 def test_http2_shutdown_lets_open_stream_finish(request, tmp_path, backend):
     """On SIGTERM an HTTP/2 stream still waiting for its answer gets it before the server exits."""
-    write_tree(tmp_path / "src", {"index.html": "x", ".zeroserve/scripts/10-proxy.c": PROXY_SCRIPT})
-    pack.build(tmp_path / "src", tmp_path / "site.tar", compiler=ScriptCompiler.find("clang"))
-    server = start_server(request, tmp_path / "site.tar", "--tls-addr", "off")
+    server = start_server(request, proxy_site(tmp_path), "--tls-addr", "off")
     fetch = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", "-w", " %{http_version} %{response_code}",
                               "-H", f"x-upstream: {backend.url}", server.url("/slow?s=1")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)

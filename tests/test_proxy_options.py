@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from harness import start_server, write_tree
-from proxy_backends import Nginx, PythonBackend
+from proxy_backends import Nginx
 from test_proxy_http import PROXY_SCRIPT, get
 from tls_pki import make_test_pki
 from zeroserve.core import pack
@@ -33,13 +33,6 @@ def tls_origin(tmp_path_factory, pki):
     root.mkdir()
     (root / "page.txt").write_text("over tls\n")
     server = Nginx(directory / "run", root, cert=pki.leaf_cert, key=pki.leaf_key)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def backend():
-    server = PythonBackend()
     yield server
     server.stop()
 

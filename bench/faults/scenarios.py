@@ -695,8 +695,9 @@ def _many_keys(port: int, keys: int) -> None:
 
 
 def fd_exhaustion(workdir: Path) -> Outcome:
-    """The server started under RLIMIT_NOFILE 256 gets 400 connections: it stops accepting at its cap without
-    spinning, the excess waits in the listen queue, and it accepts again once connections close."""
+    """Under RLIMIT_NOFILE 256, 400 connections: accepting pauses at the cap without spinning, then recovers.
+
+    The excess waits in the listen queue and is accepted once connections close."""
     outcome = Outcome.of(fd_exhaustion)
     limit, count = 256, 400
     # prlimit on the running worker is refused (it dropped its privileges), so the whole server starts under it.
