@@ -236,33 +236,7 @@ static int build_answer(struct zs_fast_worker *worker, int fd, const struct zs_f
     return 0;
 }
 
-/* TLS: plaintext `data` into records appended to worker->out, in slices that keep the write BIO small. */
-static int encrypt(struct zs_fast_worker *worker, SSL *ssl, const uint8_t *data, size_t len, char *err, size_t errlen)
-{
-    BIO *wbio = SSL_get_wbio(ssl);
-    size_t done = 0;
-    while (done < len) {
-        size_t slice = len - done < TLS_SLICE ? len - done : TLS_SLICE;
-        int n = SSL_write(ssl, data + done, (int)slice);
-        if (n <= 0) {
-            ERR_clear_error();
-            snprintf(err, errlen, "TLS write failed (SSL_write error %d)", SSL_get_error(ssl, n));
-            return -1;
-        }
-        done += (size_t)n;
-        size_t pending = BIO_pending(wbio);
-        if (zs_fast_buf_reserve(&worker->out, pending) != 0) {
-            snprintf(err, errlen, "fast path: out of memory for %zu bytes of TLS records", pending);
-            return -1;
-        }
-        int got = BIO_read(wbio, worker->out.data + worker->out.len, (int)pending);
-        if (got > 0)
-            worker->out.len += (size_t)got;
-    }
-    return 0;
-}
-
-/* TLS: records the session queued itself (tickets, key updates) go out first. */
+/* TLS: the records the write BIO holds (ours, or tickets and key updates the session queued) to worker->out. */
 static int drain_wbio(struct zs_fast_worker *worker, SSL *ssl, char *err, size_t errlen)
 {
     BIO *wbio = SSL_get_wbio(ssl);
@@ -278,6 +252,26 @@ static int drain_wbio(struct zs_fast_worker *worker, SSL *ssl, char *err, size_t
         worker->out.len += (size_t)got;
     return 0;
 }
+
+/* TLS: plaintext `data` into records appended to worker->out, in slices that keep the write BIO small. */
+static int encrypt(struct zs_fast_worker *worker, SSL *ssl, const uint8_t *data, size_t len, char *err, size_t errlen)
+{
+    size_t done = 0;
+    while (done < len) {
+        size_t slice = len - done < TLS_SLICE ? len - done : TLS_SLICE;
+        int n = SSL_write(ssl, data + done, (int)slice);
+        if (n <= 0) {
+            ERR_clear_error();
+            snprintf(err, errlen, "TLS write failed (SSL_write error %d)", SSL_get_error(ssl, n));
+            return -1;
+        }
+        done += (size_t)n;
+        if (drain_wbio(worker, ssl, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 
 /* TLS: ciphertext in, every whole record's plaintext into worker->in. */
 static int decrypt(struct zs_fast_worker *worker, SSL *ssl, const uint8_t *data, size_t len,
