@@ -101,6 +101,14 @@ def _add_site_flags(parser, pm):
         call_impl(impl, parser=parser.add_argument_group(f"plugin {impl.plugin_name}"))
 
 
+def _add_numeric_flags(group, flags, defaults, dest_prefix=""):
+    """Add (flag, field, type, text) flags to `group`, each defaulting to that field of `defaults`."""
+    for flag, name, kind, text in flags:
+        default = getattr(defaults, name)
+        group.add_argument(flag, dest=dest_prefix + name, type=kind, default=default,
+                           metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
+
+
 def build_parser(pm):
     """The full parser; `pm` holds the enabled plugins, which may add flags."""
     parser = _Parser(
@@ -173,25 +181,19 @@ def build_parser(pm):
         ("--max-connections", "max_connections", _positive_int, "open connections per worker; beyond, accepting waits"),
         ("--h2-max-streams", "h2_max_concurrent_streams", _positive_int, "concurrent HTTP/2 streams"),
     )
-    for flag, name, kind, text in limit_flags:
-        default = getattr(_LIMIT_DEFAULTS, name)
-        limits.add_argument(flag, dest=name, type=kind, default=default,
-                            metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
+    _add_numeric_flags(limits, limit_flags, _LIMIT_DEFAULTS)
     runner.set_defaults(limit_names=[name for _, name, _, _ in limit_flags])
     upstream = runner.add_argument_group("reverse proxy (upstreams a script sends requests to)")
     upstream.add_argument("--upstream-ca", dest="upstream_ca_file", metavar="PEM",
                           help="CA bundle that https:// upstreams are verified against (default: the system CAs)")
     upstream_flags = (
-        ("--upstream-connect-timeout", "connect_timeout", _seconds, "seconds to connect (and TLS) (504)"),
+        ("--upstream-connect-timeout", "connect_timeout", _seconds, "seconds to connect (and TLS) (502)"),
         ("--upstream-response-timeout", "response_timeout", _seconds, "seconds until the response head (504)"),
         ("--upstream-body-timeout", "body_timeout", _seconds, "longest silence in a response body"),
         ("--upstream-idle-timeout", "idle_timeout", _seconds, "seconds a pooled connection may idle"),
         ("--upstream-max-idle", "max_idle", _positive_int, "idle pooled connections per worker"),
     )
-    for flag, name, kind, text in upstream_flags:
-        default = getattr(_UPSTREAM_DEFAULTS, name)
-        upstream.add_argument(flag, dest=f"upstream_{name}", type=kind, default=default,
-                              metavar="SECONDS" if kind is _seconds else "N", help=f"{text} (default {default:n})")
+    _add_numeric_flags(upstream, upstream_flags, _UPSTREAM_DEFAULTS, dest_prefix="upstream_")
     runner.set_defaults(upstream_names=[name for _, name, _, _ in upstream_flags])
     _add_site_flags(runner, pm)
 
