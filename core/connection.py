@@ -199,10 +199,10 @@ class Connection(asyncio.Protocol):
         if fast.closing:  # the last answer said connection: close
             self._close()
             return None
-        request = fast.adopted
-        if request is not None:  # its scripts ran in C; the rest of its way is the Python path's
+        head = fast.adopted
+        if head is not None:  # its scripts ran in C; the HTTP/1.1 parser makes its Request, the rest is Python's
             fast.adopted = None
-            self._dispatch([request], fast.respond_adopted)
+            self._dispatch(self._http.receive(head), fast.respond_adopted)
             return plaintext
         if plaintext or fast.tls_event:
             return plaintext

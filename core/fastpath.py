@@ -18,7 +18,6 @@ the answer is complete when the call returns, so it needs no lease.
 """
 
 import os
-import time
 from http import HTTPStatus
 
 from zeroserve.core import static, template
@@ -26,7 +25,6 @@ from zeroserve.core.errors import ProtocolError, ZeroserveError
 from zeroserve.core.handler import SERVER_HEADER, after_chain
 from zeroserve.core.http1 import STATUS_LINES
 from zeroserve.core.paths import normalize_request_path
-from zeroserve.core.request import Request
 from zeroserve.core.script_abi import DEFAULT_BODY_LIMIT
 from zeroserve.native._zsvm import ffi, lib
 
@@ -192,7 +190,7 @@ class FastWorker:
 class FastConnection:
     """One connection's pump: bytes read in, fast answers sent, the rest returned for the Python path."""
 
-    __slots__ = ("_fast", "_conn", "_keep", "_transport", "_scheme", "_peer", "closing", "tls_event", "adopted")
+    __slots__ = ("_fast", "_conn", "_keep", "_transport", "closing", "tls_event", "adopted")
 
     @property
     def worker(self):
@@ -233,9 +231,7 @@ class FastConnection:
             keep.append(ffi.new("char[]", info))
             conn.info_json, conn.info_json_len = keep[-1], len(info)
         self._keep = keep
-        self._scheme = "https" if session.is_tls else "http"
-        self._peer = peer
-        self.adopted = None  # a Request whose scripts ran in C, for `respond_adopted`
+        self.adopted = None  # the head of a request whose scripts ran in C, for `respond_adopted`
         self.closing = False  # the last answer ended the connection
         self.tls_event = False  # the TLS session must read the alert or close_notify C stopped at
 
@@ -271,31 +267,9 @@ class FastConnection:
         else:
             rest = ffi.buffer(result.rest, result.rest_len)[:]
         if result.adopt:
-            self.adopted = self._request(rest[:result.adopt_len])
+            self.adopted = rest[:result.adopt_len]
             rest = rest[result.adopt_len:]
         return rest
-
-    def _request(self, head):
-        """The Request of a head the C parser took (so strictly formed): what core/http1.py would make of it."""
-        lines = head[:-4].decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")
-        headers = []
-        authority = connection = None
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.lower()
-            value = value.lstrip(" \t")
-            headers.append((name, value))
-            if name == "host":
-                authority = value
-            elif name == "connection":
-                connection = value.lower()
-        version = version[5:]
-        keep_alive = connection != "close" if version == "1.1" else connection == "keep-alive"
-        return Request(method=method, target=target.encode("latin-1").decode("utf-8", "surrogateescape"),
-                       headers=headers, http_version=version, scheme=self._scheme, peer=self._peer,
-                       request_id=self._fast.next_request_id(), started=time.monotonic(), keep_alive=keep_alive,
-                       authority=authority)
 
     def respond_adopted(self, request, world):
         """handler.handle for the adopted request: its scripts' result is taken over from C, not run again."""
