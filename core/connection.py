@@ -103,6 +103,7 @@ class Connection(asyncio.Protocol):
         self._messages = 0  # HTTP/1 heads seen, to restart the header timer per request
         self._tunnel = None  # HTTP/1 after a 101: the upstream end of the spliced connection
         self._fast = None  # fastpath.FastConnection of an HTTP/1.1 connection, unless --no-fast-path
+        self._sender = None  # the FastConnection whose C send writes this connection's output, unless --no-fast-path
         self._writable_waiter = None  # a streamed body waits on it while the peer does not read
         self._held = False  # input paused because its consumer (a request body's reader, a tunnel's upstream) lags
         # TLS: every byte of the handshake so far, kept until it completes (a relay replays them).
@@ -321,6 +322,7 @@ class Connection(asyncio.Protocol):
         self._http = kind(self._limits, scheme, self._peer, server.next_request_id, time.monotonic)
         if server.config.fast_path:
             fast = server.fast.connection(self._transport, session, self._peer, self._connection_info)
+            self._sender = fast
             if h2:
                 self._http.serve_fast(server, fast, server.access_log is not None)
             else:
@@ -557,8 +559,22 @@ class Connection(asyncio.Protocol):
 
     # -- output -----------------------------------------------------------------
 
-    def _write(self, data):
-        self._transport.write(self._session.send(data))
+    def _write(self, data, body=b""):
+        """Send `data`, then `body`: through C (encrypted, send(2), no copies) or the session and the transport."""
+        if self._closed:  # the socket may be gone: nothing more goes out
+            return
+        sender = self._sender
+        if sender is not None:
+            try:
+                sender.send(data, body)
+            except ConnectionError:  # the peer went away
+                self.abort()
+        elif not body:
+            self._transport.write(self._session.send(data))
+        elif self._session.is_tls:
+            self._transport.write(self._session.send(data + body))
+        else:
+            self._transport.writelines((data, body))
 
     def _pump(self):
         """Write as much queued output as the socket takes now."""
@@ -619,7 +635,7 @@ class Connection(asyncio.Protocol):
             if len(body) == 1:
                 part = body[0]
                 if type(part) is bytes:
-                    self._write(head + part)
+                    self._write(head, part)
                     pending.sent = len(part)
                     return True
                 offset, length = part
@@ -627,7 +643,7 @@ class Connection(asyncio.Protocol):
                     data = os.pread(response.fd, length, offset)
                     if len(data) != length:
                         raise OSError(f"site file ended early at offset {offset + len(data)}")
-                    self._write(head + data)
+                    self._write(head, data)
                     pending.sent = length
                     return True
             self._write(head)
@@ -676,21 +692,12 @@ class Connection(asyncio.Protocol):
                 data = b"%x\r\n%b\r\n" % (len(data), data)
             if complete:
                 data += b"0\r\n\r\n"
-        self._write_head_and(head, data)
+        self._write(head, data)
         if complete:
             stream.finish()
             return True
         self._loop.create_task(self._stream_h1(pending))
         return False
-
-    def _write_head_and(self, head, body):
-        """Write a head and body bytes in one go: one TLS write, or one writev on plaintext (the body not copied)."""
-        if not body:
-            self._write(head)
-        elif self._session.is_tls:
-            self._write(head + body)
-        else:
-            self._transport.writelines((head, body))
 
     async def _stream_h1(self, pending):
         """Copy a streamed body (or, after a 101, the tunnel) to the client while the client reads."""

@@ -271,6 +271,26 @@ class FastConnection:
             rest = rest[result.adopt_len:]
         return rest
 
+    def send(self, head, body=b""):
+        """Write `head` then `body` (bytes-like) for the Python path: encrypted and sent by C, no copy made
+        unless the socket is full (what it does not take goes to the transport's buffer, in order).
+
+        Raises ConnectionError when the peer has gone, ZeroserveError when TLS fails.
+        """
+        fast = self._fast
+        transport = self._transport
+        result = fast._result
+        if type(body) is not bytes:
+            body = ffi.from_buffer(body)
+        did = lib.zs_fast_send(fast.worker, self._conn, head, len(head), body, len(body),
+                               transport.get_write_buffer_size() == 0, result, fast._err, _ERR_SIZE)
+        if not did:
+            return
+        if did < 0:
+            message = ffi.string(fast._err).decode("utf-8", "replace")
+            raise ConnectionError(message) if did == -2 else ZeroserveError(message)
+        transport.write(ffi.buffer(result.unsent, result.unsent_len)[:])
+
     def respond_adopted(self, request, world):
         """handler.handle for the adopted request: its scripts' result is taken over from C, not run again."""
         result = world.chain.adopt(world, request.request_id, lib.zs_fast_worker_chain_req(self._fast.worker))

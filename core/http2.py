@@ -348,7 +348,8 @@ class H2Connection:
     def stream_data(self, stream_id, data):
         """Queue body bytes of a streamed response or tunnel (dropped if the stream is gone)."""
         if stream_id in self._outgoing:
-            lib.zs_h2_stream_data(self._h, stream_id, data, len(data))
+            lib.zs_h2_stream_data(self._h, stream_id, data if type(data) is bytes else ffi.from_buffer(data),
+                                  len(data))
 
     def stream_buffered(self, stream_id):
         """Bytes of a streamed response not yet framed, or -1 if the stream is gone (reset, connection closed)."""

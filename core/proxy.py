@@ -132,7 +132,10 @@ class Exchange:
         self._timeout = upstreams.options.body_timeout
 
     async def read(self):
-        """The next body chunk (b"" at the end); raises UpstreamError on a failure or after the body timeout."""
+        """The next body chunk, bytes-like (b"" at the end).
+
+        Raises UpstreamError on a failure or after the body timeout.
+        """
         return await self._connection.read_body(self._timeout)
 
     def take_buffered(self):

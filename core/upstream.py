@@ -396,7 +396,10 @@ class UpstreamConnection(asyncio.Protocol):
             await self._wait(timeout, f"{self.target.url} sent no response head within {timeout:g} s", 504)
 
     async def read_body(self, timeout):
-        """The next body chunk, or b"" at the end of the body; raises UpstreamError on a failure or idle timeout."""
+        """The next body chunk (bytes-like), or b"" at the end of the body.
+
+        Raises UpstreamError on a failure or idle timeout.
+        """
         chunks = self._chunks
         while not chunks:
             if self.body_done:
@@ -410,14 +413,12 @@ class UpstreamConnection(asyncio.Protocol):
         return self.body_done and not self.upgraded and not self._chunks
 
     def take_buffered(self):
-        """The body bytes already received (b"" if none), without waiting."""
+        """The body bytes already received (b"" if none), without waiting: bytes, or a memoryview of a read."""
         chunks = self._chunks
         if not chunks:
             return b""
         if len(chunks) == 1:
-            data = chunks.popleft()
-            if type(data) is memoryview:  # the body after a head that came in the same read
-                data = data.tobytes()
+            data = chunks.popleft()  # a memoryview when it is the body after a head that came in the same read
         else:
             data = b"".join(chunks)
             chunks.clear()

@@ -85,3 +85,6 @@ void zs_fast_answer_done(struct zs_fast_worker *worker);
 int zs_fast_pump(struct zs_fast_worker *worker, const struct zs_fast_table *table, const struct zs_fast_conn *conn,
                  const uint8_t *data, size_t len, int can_send, struct zs_fast_result *result, char *err,
                  size_t errlen);
+int zs_fast_send(struct zs_fast_worker *worker, const struct zs_fast_conn *conn, const uint8_t *head,
+                 size_t head_len, const uint8_t *body, size_t body_len, int can_send,
+                 struct zs_fast_result *result, char *err, size_t errlen);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -474,4 +475,85 @@ int zs_fast_pump(struct zs_fast_worker *worker, const struct zs_fast_table *tabl
     return (result->served && worker->log_format != ZS_FAST_LOG_NONE ? ZS_FAST_DID_LOG : 0)
            | (result->unsent_len ? ZS_FAST_DID_UNSENT : 0)
            | (result->rest_len || result->close || result->tls_event ? ZS_FAST_DID_REST : 0);
+}
+
+/* Plaintext: head and body with one sendmsg while the socket takes them; what it does not take goes to out. */
+static int send_plain(struct zs_fast_worker *worker, int fd, const uint8_t *head, size_t head_len,
+                      const uint8_t *body, size_t body_len, int can_send, char *err, size_t errlen)
+{
+    size_t done = 0, total = head_len + body_len;
+    while (can_send && done < total) {
+        struct iovec iov[2];
+        int count = 0;
+        if (done < head_len)
+            iov[count++] = (struct iovec){(void *)(head + done), head_len - done};
+        size_t body_done = done > head_len ? done - head_len : 0;
+        if (body_done < body_len)
+            iov[count++] = (struct iovec){(void *)(body + body_done), body_len - body_done};
+        struct msghdr message = {.msg_iov = iov, .msg_iovlen = (size_t)count};
+        ssize_t n = sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        snprintf(err, errlen, "sending failed: %s", n < 0 ? strerror(errno) : "the socket took nothing");
+        return -2;
+    }
+    int failed = 0;
+    if (done < head_len)
+        failed = zs_fast_buf_append(&worker->out, head + done, head_len - done);
+    size_t body_done = done > head_len ? done - head_len : 0;
+    if (!failed && body_done < body_len)
+        failed = zs_fast_buf_append(&worker->out, body + body_done, body_len - body_done);
+    if (failed) {
+        snprintf(err, errlen, "fast path: out of memory for %zu unsent bytes", total - done);
+        return -1;
+    }
+    return 0;
+}
+
+int zs_fast_send(struct zs_fast_worker *worker, const struct zs_fast_conn *conn, const uint8_t *head,
+                 size_t head_len, const uint8_t *body, size_t body_len, int can_send,
+                 struct zs_fast_result *result, char *err, size_t errlen)
+{
+    SSL *ssl = conn->ssl;
+    memset(result, 0, sizeof *result);
+    worker->out.len = 0;
+    worker->answer.len = 0;
+    shrink(&worker->out);
+    shrink(&worker->answer);
+    size_t sent = 0;
+    int status;
+    if (ssl == NULL) {
+        status = send_plain(worker, conn->fd, head, head_len, body, body_len, can_send, err, errlen);
+    } else {
+        /* The head shares its record with the body's first bytes, as when the two were one buffer. */
+        size_t joined = head_len && head_len < TLS_SLICE ? TLS_SLICE - head_len : 0;
+        if (joined > body_len)
+            joined = body_len;
+        status = 0;
+        if (joined) {
+            if (zs_fast_buf_append(&worker->answer, head, head_len) != 0
+                || zs_fast_buf_append(&worker->answer, body, joined) != 0) {
+                snprintf(err, errlen, "fast path: out of memory for a %zu-byte head", head_len);
+                return -1;
+            }
+            status = encrypt(worker, ssl, worker->answer.data, worker->answer.len, err, errlen);
+        } else {
+            status = encrypt(worker, ssl, head, head_len, err, errlen);
+        }
+        if (status == 0)
+            status = encrypt(worker, ssl, body + joined, body_len - joined, err, errlen);
+        if (status == 0 && can_send)
+            status = send_out(worker, conn->fd, &sent, err, errlen);
+    }
+    if (status != 0)
+        return status;
+    result->unsent = worker->out.data + sent;
+    result->unsent_len = worker->out.len - sent;
+    return result->unsent_len ? ZS_FAST_DID_UNSENT : 0;
 }

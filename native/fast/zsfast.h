@@ -242,4 +242,14 @@ int zs_fast_pump(struct zs_fast_worker *worker, const struct zs_fast_table *tabl
                  const uint8_t *data, size_t len, int can_send, struct zs_fast_result *result, char *err,
                  size_t errlen);
 
+/* Sends one response part the Python path built (HTTP/1.1 head and body, HTTP/2 frames): encrypted
+ * with conn->ssl when set, `head` then `body` (the records fall as they would for head + body written as one),
+ * then send(2) (sendmsg of both, in plaintext) as far as the socket takes. Only when `can_send` is
+ * false or the socket fills does a byte stay: result->unsent, for the transport's buffer. Resets the
+ * worker's output buffer, as zs_fast_pump does. ZS_FAST_DID_UNSENT or 0; -1 on a TLS error (message in
+ * err), -2 when the peer has gone. */
+int zs_fast_send(struct zs_fast_worker *worker, const struct zs_fast_conn *conn, const uint8_t *head,
+                 size_t head_len, const uint8_t *body, size_t body_len, int can_send,
+                 struct zs_fast_result *result, char *err, size_t errlen);
+
 #endif
