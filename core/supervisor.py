@@ -28,7 +28,6 @@ from dataclasses import replace
 
 from zeroserve.core import worldfiles
 from zeroserve.core.accesslog import log_error
-from zeroserve.core.certs import ensure_self_signed
 from zeroserve.core.errors import ConfigError, ZeroserveError
 from zeroserve.core.privileges import Isolation
 from zeroserve.core.server import HANDLED_SIGNALS, listen_socket, run_worker
@@ -50,6 +49,8 @@ def serve(config):
     isolation = Isolation(config.user, config.workers, config.ns_isolation)
     own = None
     if config.tls_addr is not None and config.cert is None:
+        # Imported here: `cryptography` (about 5 MiB, inherited by every worker) is needed only for this.
+        from zeroserve.core.certs import ensure_self_signed
         own = ensure_self_signed(config.state_dir)
         config = replace(config, cert=str(own.cert_path), key=str(own.key_path))
     if config.upstream.ca_file is not None:

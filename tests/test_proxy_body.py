@@ -101,6 +101,8 @@ def test_proxy_body_1gb_streams_with_flat_memory(server, backend, chunked):
     _, peak_before = _memory(worker)
     status, echo, digest = _post(server.port, backend.url, 1024 * MIB, chunked)
     _, peak_after = _memory(worker)
+    print(f"worker peak RSS while uploading 1 GiB ({'chunked' if chunked else 'content-length'}): "
+          f"{peak_before / MIB:.1f} -> {peak_after / MIB:.1f} MiB")
     assert status == 200
     assert (echo["body_length"], echo["body_sha256"]) == (1024 * MIB, digest)
     assert peak_after - peak_before < 64 * MIB

@@ -107,4 +107,3 @@ int zs_chain_run(struct zs_chain *chain, struct zs_chain_req *req);
 void zs_chain_release(struct zs_chain *chain, struct zs_chain_req *req);
 void zs_chain_req_done(struct zs_chain_req *req);
 size_t zs_chain_meta_headers(const char *meta, size_t meta_len, char *out);
-size_t zs_program_called_helpers(const struct zs_program *prog, const char **names, size_t max);

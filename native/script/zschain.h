@@ -127,11 +127,4 @@ void zs_chain_req_done(struct zs_chain_req *req);
  * written. The same filter serves the Python path (chain.metadata_headers). */
 size_t zs_chain_meta_headers(const char *meta, size_t meta_len, char *out);
 
-/* ---- load-time facts about a program ---- */
-
-/* How many distinct helper slots the program's code calls; their names go to
- * names[0..max) (pointers into the program, valid while it lives). A program
- * using callx (helper number in a register) counts every bound helper. */
-size_t zs_program_called_helpers(const struct zs_program *prog, const char **names, size_t max);
-
 #endif

@@ -192,6 +192,29 @@ const char *zs_program_entry_name(const struct zs_program *prog, int index)
     return prog->entries[index].name;
 }
 
+size_t zs_program_called_helpers(const struct zs_program *prog, const char **names, size_t max)
+{
+    /* callx calls the helper a register names: then any bound helper may be called. */
+    int any = 0;
+    for (uint32_t pc = 0; pc < prog->num_insts && !any; pc++)
+        any = prog->insts[pc].opcode == EBPF_OP_CALLX;
+    size_t found = 0;
+    for (uint32_t slot = 0; slot < prog->num_helpers; slot++) {
+        int called = any && prog->helpers[slot].fn;
+        for (uint32_t pc = 0; pc < prog->num_insts && !called; pc++) {
+            const struct ebpf_inst *inst = &prog->insts[pc];
+            called = inst->opcode == EBPF_OP_CALL && inst->src == EBPF_CALL_HELPER &&
+                     (uint32_t)inst->imm == slot;
+        }
+        if (!called)
+            continue;
+        if (found < max)
+            names[found] = prog->helpers[slot].name;
+        found++;
+    }
+    return found;
+}
+
 /* ---- runs ---------------------------------------------------------------- */
 
 static uint64_t align8(uint64_t x)

@@ -33,6 +33,7 @@ int zs_program_engine(const struct zs_program *prog);
 int zs_program_find_entry(const struct zs_program *prog, const char *section);
 int zs_program_num_entries(const struct zs_program *prog);
 const char *zs_program_entry_name(const struct zs_program *prog, int index);
+size_t zs_program_called_helpers(const struct zs_program *prog, const char **names, size_t max);
 
 struct zs_run *zs_run_new(const struct zs_program *prog, size_t arena_size, void *host,
                           char **errmsg);

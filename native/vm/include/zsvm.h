@@ -67,6 +67,10 @@ int zs_program_engine(const struct zs_program *prog);
 int zs_program_find_entry(const struct zs_program *prog, const char *section);
 int zs_program_num_entries(const struct zs_program *prog);
 const char *zs_program_entry_name(const struct zs_program *prog, int index);
+/* How many distinct helper slots the program's code calls; their names go to
+ * names[0..max) (pointers into the program, valid while it lives). A program
+ * using callx (helper number in a register) counts every bound helper. */
+size_t zs_program_called_helpers(const struct zs_program *prog, const char **names, size_t max);
 
 /* Runs. arena_size is the memory cap in bytes: it holds the program's
  * read-only image, a copy of its .data/.bss, the host heap and the stack. */
