@@ -8,6 +8,7 @@ is kept literally.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from zeroserve.core.errors import ProtocolError
 
@@ -60,6 +61,7 @@ def _percent_decode(raw):
     return text
 
 
+@lru_cache(maxsize=1024)  # a site's requests repeat a few paths; a path that fails (raises) is not kept
 def normalize_request_path(raw_path):
     """Normalises a raw request path; a query part, if any, is ignored.
 
