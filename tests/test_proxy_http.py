@@ -13,6 +13,7 @@ import pytest
 
 from harness import curl, free_port, start_server
 from proxy_backends import PythonBackend, proxy_site
+from tls_pki import make_test_pki
 
 # Proxies to the URL in the X-Upstream header (test-only), sets a response header, and on /echo/sethost
 # replaces the Host the upstream sees.
@@ -35,8 +36,25 @@ ZS_ENTRY zs_u64 entry(void)
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory):
-    return start_server(request, proxy_site(tmp_path_factory.mktemp("proxy-site"), PROXY_SCRIPT), "--tls-addr", "off")
+def site(tmp_path_factory):
+    return proxy_site(tmp_path_factory.mktemp("proxy-site"), PROXY_SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def server(request, site):
+    return start_server(request, site, "--tls-addr", "off")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(request, site, pki):
+    """The same site over HTTPS as well (C encrypts and sends proxied bodies on that path)."""
+    return start_server(request, site, "--tls-addr", "127.0.0.1:0", "--cert", str(pki.leaf_cert),
+                        "--key", str(pki.leaf_key))
 
 
 def get(server, path, upstream, *args):
@@ -183,9 +201,16 @@ def _rss_kb(pid):
     return 0
 
 
-def test_proxy_http_1gb_response_keeps_memory_flat(server, backend):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_proxy_http_1gb_response_keeps_memory_flat(request, scheme, backend, pki):
     """A 1 GiB response streams through the server while its memory stays within a few MiB of idle."""
     total = 1 << 30
+    if scheme == "https":
+        server = request.getfixturevalue("tls_server")
+        target = ("--cacert", str(pki.ca_cert), *server.resolve_args(), server.https_url(f"/bytes?n={total}"))
+    else:
+        server = request.getfixturevalue("server")
+        target = (f"http://127.0.0.1:{server.port}/bytes?n={total}",)
     pids = server.worker_pids()
     before = sum(_rss_kb(pid) for pid in pids)
     peak = [before]
@@ -199,14 +224,13 @@ def test_proxy_http_1gb_response_keeps_memory_flat(server, backend):
     sampler.start()
     try:
         result = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                                 "-H", f"x-upstream: {backend.url}", "--limit-rate", "400M",
-                                 f"http://127.0.0.1:{server.port}/bytes?n={total}"],
+                                 "-H", f"x-upstream: {backend.url}", "--limit-rate", "400M", *target],
                                 capture_output=True, text=True, timeout=120)
     finally:
         done.set()
         sampler.join()
     assert result.stdout == f"200 {total}"
-    print(f"peak RSS growth while streaming 1 GiB: {(peak[0] - before) / 1024:.1f} MiB")
+    print(f"peak RSS growth while streaming 1 GiB over {scheme}: {(peak[0] - before) / 1024:.1f} MiB")
     assert peak[0] - before < 32 * 1024
 
 

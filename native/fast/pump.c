@@ -316,22 +316,29 @@ static int decrypt(struct zs_fast_worker *worker, SSL *ssl, const uint8_t *data,
     return 0;
 }
 
+/* What a send(2) or sendmsg(2) result means: 1 go on (bytes taken, or EINTR), 0 the socket is full,
+ * -2 the peer has gone (message in err). */
+static int send_verdict(ssize_t n, char *err, size_t errlen)
+{
+    if (n > 0 || (n < 0 && errno == EINTR))
+        return 1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    snprintf(err, errlen, "sending failed: %s", n < 0 ? strerror(errno) : "the socket took nothing");
+    return -2;
+}
+
 /* send(2) what worker->out holds; 0 (the rest stays in out), or -2 when the peer has gone. */
 static int send_out(struct zs_fast_worker *worker, int fd, size_t *sent_total, char *err, size_t errlen)
 {
     struct zs_fast_buf *out = &worker->out;
     while (*sent_total < out->len) {
         ssize_t n = send(fd, out->data + *sent_total, out->len - *sent_total, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
+        int verdict = send_verdict(n, err, errlen);
+        if (verdict != 1)
+            return verdict;
+        if (n > 0)
             *sent_total += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0;
-        snprintf(err, errlen, "sending failed: %s", n < 0 ? strerror(errno) : "the socket took nothing");
-        return -2;
     }
     return 0;
 }
@@ -492,16 +499,13 @@ static int send_plain(struct zs_fast_worker *worker, int fd, const uint8_t *head
             iov[count++] = (struct iovec){(void *)(body + body_done), body_len - body_done};
         struct msghdr message = {.msg_iov = iov, .msg_iovlen = (size_t)count};
         ssize_t n = sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            done += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        int verdict = send_verdict(n, err, errlen);
+        if (verdict < 0)
+            return verdict;
+        if (verdict == 0)
             break;
-        snprintf(err, errlen, "sending failed: %s", n < 0 ? strerror(errno) : "the socket took nothing");
-        return -2;
+        if (n > 0)
+            done += (size_t)n;
     }
     int failed = 0;
     if (done < head_len)
