@@ -4,6 +4,7 @@ import pytest
 
 from harness import EXAMPLE_SITE, build_site, start_server, write_tree
 from proxy_backends import PythonBackend
+from tls_pki import make_test_pki
 from zeroserve.core import pack
 from zeroserve.core.chain import ChainOptions, ScriptChain
 from zeroserve.core.compile import ScriptCompiler
@@ -31,6 +32,12 @@ def make_site(tmp_path_factory):
 def example_tar(make_site):
     """The example site (examples/site) packed into a tar."""
     return make_site(EXAMPLE_SITE)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test CA and a leaf it signed for tls_pki.LEAF_NAMES and 127.0.0.1 (tls_pki.PKIPaths), one per module."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

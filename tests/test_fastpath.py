@@ -17,7 +17,6 @@ import time
 import pytest
 
 from harness import connect, parse_responses, read_until_closed, start_server, wait_until, write_tree
-from tls_pki import make_test_pki
 from zeroserve.core.config import ServerConfig
 from zeroserve.core.fastpath import FastTable, FastWorker
 from zeroserve.core.handler import handle
@@ -98,10 +97,6 @@ _DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
 def _wire(text):
     return text.encode("latin-1") + (b"" if text.endswith("abc") else b"\r\n")
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 from harness import curl, free_port, start_server
 from proxy_backends import PythonBackend, proxy_site
-from tls_pki import make_test_pki
 
 # Proxies to the URL in the X-Upstream header (test-only), sets a response header, and on /echo/sethost
 # replaces the Host the upstream sees.
@@ -44,10 +43,6 @@ def site(tmp_path_factory):
 def server(request, site):
     return start_server(request, site, "--tls-addr", "off")
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

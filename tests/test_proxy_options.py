@@ -8,7 +8,6 @@ import pytest
 from harness import start_server, write_tree
 from proxy_backends import Nginx
 from test_proxy_http import PROXY_SCRIPT, get
-from tls_pki import make_test_pki
 from zeroserve.core import pack
 from zeroserve.core.compile import ScriptCompiler
 
@@ -20,10 +19,6 @@ def site(tmp_path_factory):
     pack.build(directory / "src", directory / "site.tar", compiler=ScriptCompiler.find("clang"))
     return directory / "site.tar"
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("proxy-options-pki"))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from harness import (connect, curl_status, exchange, parse_responses, read_until
                      write_tree)
 from zeroserve.core import proxyproto
 from proxy_backends import PythonBackend
-from tls_pki import make_test_pki
 from zeroserve.core.errors import ProtocolError
 
 LINE = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 80\r\n"
@@ -129,10 +128,6 @@ def test_proxyproto_v2_rejects_malformed_headers(data):
     with pytest.raises(ProtocolError):
         proxyproto.parse(data)
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

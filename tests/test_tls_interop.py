@@ -9,7 +9,6 @@ import threading
 
 import pytest
 
-from tls_pki import make_test_pki
 from zeroserve.core.errors import TLSError
 from zeroserve.core.tls import Identity, ServerContext, TicketKeys, TLSConfigBuilder
 from zeroserve.native.boringssl import check, check_ptr, ffi, lib
@@ -71,10 +70,6 @@ class TLSLoopServer:
     def stop(self):
         self.listener.close()
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

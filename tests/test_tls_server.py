@@ -20,10 +20,6 @@ TIMEOUT = 30
 INDEX = (EXAMPLE_SITE / "index.html").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
-
 
 @pytest.fixture(scope="module")
 def https(request, example_tar, pki):

@@ -9,10 +9,6 @@ from zeroserve.core.tls import ClientContext, Identity, ServerContext, TicketKey
 from zeroserve.native.boringssl import lib
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
-
 
 @pytest.fixture(scope="module")
 def ticket_keys():
