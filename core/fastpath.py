@@ -280,6 +280,8 @@ class FastConnection:
         fast = self._fast
         transport = self._transport
         result = fast._result
+        if type(head) is not bytes:
+            head = ffi.from_buffer(head)
         if type(body) is not bytes:
             body = ffi.from_buffer(body)
         did = lib.zs_fast_send(fast.worker, self._conn, head, len(head), body, len(body),
