@@ -42,11 +42,15 @@ _FD_RESERVE = 64  # descriptors kept free of connections: the tar, pipes, upstre
 
 
 def _keep_freed_heap():
-    """Let libc's allocator keep freed memory for the next request rather than return it to the kernel."""
+    """Let libc's allocator keep freed memory for the next request rather than return it to the kernel.
+
+    A libc that refuses (musl's mallopt does nothing) costs speed, not correctness: one notice, and on.
+    """
     for param, value in ((zsvm.M_TRIM_THRESHOLD, _MALLOC_TRIM_THRESHOLD), (zsvm.M_TOP_PAD, _MALLOC_TOP_PAD),
                          (zsvm.M_MMAP_THRESHOLD, _MALLOC_MMAP_THRESHOLD)):
         if not zsvm.mallopt(param, value):
-            raise ZeroserveError(f"mallopt({param}, {value}) refused")
+            log_error(f"notice: libc refused mallopt({param}, {value}); freed heap goes back to the kernel")
+            return
 
 
 def listen_socket(addr):
