@@ -142,6 +142,13 @@ def test_tls_server_curl_http1_over_tls(https, pki):
     assert (version, status, body) == ("1.1", 200, INDEX)
 
 
+def test_tls_server_with_cert_does_not_load_cryptography(https):
+    """Given --cert and --key, no process maps the `cryptography` package: only the zero-config certificate needs it."""
+    for pid in (https.proc.pid, *https.worker_pids()):
+        with open(f"/proc/{pid}/maps") as maps:
+            assert "/cryptography/" not in maps.read(), f"process {pid} loaded cryptography"
+
+
 @pytest.mark.parametrize("flags, protocol", [((), "h2"), (("--h1",), "http/1.1")], ids=["h2", "h1"])
 def test_tls_server_h2load_over_tls_all_succeed(https, flags, protocol):
     """h2load over TLS (h2, and HTTP/1.1 with --h1) completes every request with a 2xx."""
